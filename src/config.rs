@@ -1,0 +1,714 @@
+//! Configuration: `config.toml` → serde file types (`deny_unknown_fields`) → [`Config`], validated.
+//!
+//! Every error names the key (`nodes[1].url`) and, where the parser knows it, the line. Defaults are
+//! stated on each field and in the commented `config.toml` at the top of the repository.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+/// The configuration geolb runs with when none is given: used by `geolb demo` as a template.
+pub const EXAMPLE: &str = include_str!("../config.toml");
+
+/// A configuration that parsed and passed validation.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: Listen,
+    pub admin: Admin,
+    pub routing: Routing,
+    pub routes: Vec<RouteRule>,
+    pub health: Health,
+    pub forwarding: Forwarding,
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// `[listen]`: the client-facing listeners.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Plain listeners serving HTTP/1.1 and h2c. Default `["0.0.0.0:8080"]`.
+    #[serde(default = "default_http")]
+    pub http: Vec<SocketAddr>,
+}
+
+/// `[admin]`: the operator's listener (`GET /status`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Default `127.0.0.1:9090`.
+    #[serde(default = "default_admin")]
+    pub listen: SocketAddr,
+}
+
+/// What happens when a better master candidate comes back.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Failback {
+    /// A promoted master keeps the role until it fails (default).
+    #[default]
+    Sticky,
+    /// The best-priority healthy candidate always wins.
+    Priority,
+}
+
+/// How reads are spread over the healthy readers.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Least outstanding requests between two random nodes (classic power of two choices). Default.
+    #[default]
+    LeastOutstanding,
+    /// Each reader in turn.
+    RoundRobin,
+}
+
+/// `[routing]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// GeoServer's context path; `""` for a server mounted at `/`. Default `/geoserver`.
+    #[serde(default = "default_context_path")]
+    pub context_path: String,
+    /// Default `sticky`.
+    #[serde(default)]
+    pub failback: Failback,
+    /// Default `least-outstanding`.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Bytes of a POST body the classifier may read to find the operation. Default 65536.
+    #[serde(default = "default_lookahead")]
+    pub lookahead: usize,
+}
+
+/// Which pool a request goes to.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Pool {
+    /// Any healthy node that serves reads, active/active.
+    Reads,
+    /// The current master, in failover order.
+    Master,
+}
+
+/// `[[routes]]`: a user rule, evaluated in order before the built-in table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// Matches when the request path starts with this (the full path, context included).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Matches when the method is one of these (upper case). Empty: any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub pool: Pool,
+}
+
+/// `[health]`: the active watchdog, one per node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Path and query probed on every node. Default: a WMS 1.3.0 GetCapabilities under the context.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Default `2s`.
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+    /// Default `1s`.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    /// Consecutive passes that re-admit an ejected node. Default 2.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that eject a node. Default 3.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Statuses that count as a pass. Default `[200]`.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: Vec<u16>,
+    /// A substring the body must contain. Default `WMS_Capabilities` (GeoServer reports OGC errors with
+    /// HTTP 200); `""` disables the body check.
+    #[serde(default = "default_expect_body")]
+    pub expect_body: String,
+}
+
+/// `[forwarding]`: how requests are passed to the nodes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarding {
+    /// Peers (addresses or CIDR blocks) whose `X-Forwarded-Proto/Host`, `Forwarded` and
+    /// `X-Forwarded-Path` are kept; from anyone else they are replaced or removed. Default `[]`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Default `5s`.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// How long an idle pooled connection to a node is kept. Default `60s`.
+    #[serde(default = "default_pool_idle")]
+    pub pool_idle_timeout: Dur,
+}
+
+/// `[[nodes]]` after validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub name: String,
+    /// The node's `host:port` (from `url = "http://host:port"`; the port defaults to 80).
+    pub authority: Authority,
+    /// Master-candidate priority, 1 = first choice; `None` for a node that never takes writes.
+    pub master: Option<u32>,
+    /// Whether the node serves OGC reads. Default true.
+    pub reads: bool,
+}
+
+impl NodeSpec {
+    /// `http://host:port`, the node's own origin (as it may appear in its `Location` headers).
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.authority)
+    }
+}
+
+/// A duration written as `500ms`, `2s`, `1m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("invalid duration `{text}`: expected a number and a unit, like 500ms, 2s or 1m");
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => Err(format!("invalid duration `{text}`: must be more than zero")),
+        Ok(d) => Ok(d),
+        Err(_) => Err(bad()),
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, when the config came from one.
+    pub file: Option<String>,
+    /// The key at fault, e.g. `nodes[1].url`.
+    pub key: Option<String>,
+    /// 1-based line, when the parser gives one.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.file.as_deref().unwrap_or("config"))?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl ConfigError {
+    fn at(key: impl Into<String>, line: Option<usize>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: None,
+            key: Some(key.into()),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default = "default_listen")]
+    listen: Listen,
+    #[serde(default = "default_admin_section")]
+    admin: Admin,
+    #[serde(default = "default_routing")]
+    routing: Routing,
+    #[serde(default)]
+    routes: Vec<RouteRule>,
+    #[serde(default = "default_health")]
+    health: Health,
+    #[serde(default = "default_forwarding")]
+    forwarding: Forwarding,
+    #[serde(default)]
+    nodes: Vec<FileNode>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNode {
+    name: toml::Spanned<String>,
+    url: toml::Spanned<String>,
+    #[serde(default)]
+    master: Option<u32>,
+    #[serde(default = "yes")]
+    reads: bool,
+}
+
+impl Config {
+    /// Reads and validates a config file; errors carry the file name.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.display().to_string()),
+            key: None,
+            line: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::parse(&text).map_err(|e| ConfigError {
+            file: Some(path.display().to_string()),
+            ..e
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let line_of = |span: std::ops::Range<usize>| {
+            Some(text[..span.start.min(text.len())].matches('\n').count() + 1)
+        };
+        let file: FileConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                ConfigError {
+                    file: None,
+                    key: (path != ".").then_some(path),
+                    line: inner.span().and_then(line_of),
+                    message: inner.message().trim().to_string(),
+                }
+            })?;
+        file.validate(line_of)
+    }
+
+    /// The nodes that may become master, best first (priority, then config order).
+    pub fn master_order(&self) -> Vec<&NodeSpec> {
+        let mut candidates: Vec<&NodeSpec> =
+            self.nodes.iter().filter(|n| n.master.is_some()).collect();
+        candidates.sort_by_key(|n| n.master);
+        candidates
+    }
+
+    /// A short human summary, printed by `geolb check`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let list = |addrs: &[SocketAddr]| {
+            addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!(
+            "listeners: http {}; admin {}\n",
+            list(&self.listen.http),
+            self.admin.listen
+        ));
+        out.push_str(&format!("nodes ({}):\n", self.nodes.len()));
+        for n in &self.nodes {
+            let master = n
+                .master
+                .map(|p| format!("master candidate #{p}"))
+                .unwrap_or_else(|| "replica".into());
+            let reads = if n.reads { "serves reads" } else { "no reads" };
+            out.push_str(&format!(
+                "  {:<20} {:<28} {master}, {reads}\n",
+                n.name,
+                n.origin()
+            ));
+        }
+        let order: Vec<&str> = self
+            .master_order()
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        if order.is_empty() {
+            out.push_str("master order: none — writes will be answered 503\n");
+        } else {
+            out.push_str(&format!(
+                "master order: {} (failback: {:?})\n",
+                order.join(" > "),
+                self.routing.failback
+            ));
+        }
+        out.push_str(&format!(
+            "routes: {} user rule(s) before the built-in table\n",
+            self.routes.len()
+        ));
+        out
+    }
+}
+
+impl FileConfig {
+    fn validate(
+        self,
+        line_of: impl Fn(std::ops::Range<usize>) -> Option<usize>,
+    ) -> Result<Config, ConfigError> {
+        if self.listen.http.is_empty() {
+            return Err(ConfigError::at(
+                "listen.http",
+                None,
+                "at least one listener address is required",
+            ));
+        }
+        let cp = &self.routing.context_path;
+        if !cp.is_empty() && (!cp.starts_with('/') || cp.ends_with('/') || cp.contains(['?', '#']))
+        {
+            return Err(ConfigError::at(
+                "routing.context_path",
+                None,
+                format!("`{cp}` must be \"\" or start with `/` and not end with `/` (e.g. \"/geoserver\")"),
+            ));
+        }
+        if self.routing.lookahead == 0 || self.routing.lookahead > 16 << 20 {
+            return Err(ConfigError::at(
+                "routing.lookahead",
+                None,
+                "must be between 1 and 16777216 bytes",
+            ));
+        }
+        for (i, rule) in self.routes.iter().enumerate() {
+            if let Some(p) = &rule.prefix {
+                if !p.starts_with('/') {
+                    return Err(ConfigError::at(
+                        format!("routes[{i}].prefix"),
+                        None,
+                        format!("`{p}` must start with `/`"),
+                    ));
+                }
+            }
+            for m in &rule.methods {
+                if http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m {
+                    return Err(ConfigError::at(
+                        format!("routes[{i}].methods"),
+                        None,
+                        format!("`{m}` is not an upper-case HTTP method"),
+                    ));
+                }
+            }
+        }
+        let h = &self.health;
+        if !h.path.starts_with('/') {
+            return Err(ConfigError::at(
+                "health.path",
+                None,
+                format!("`{}` must start with `/`", h.path),
+            ));
+        }
+        if h.rise == 0 || h.fall == 0 {
+            let key = if h.rise == 0 {
+                "health.rise"
+            } else {
+                "health.fall"
+            };
+            return Err(ConfigError::at(key, None, "must be at least 1"));
+        }
+        if h.expect_status.is_empty() || h.expect_status.iter().any(|s| !(100..=599).contains(s)) {
+            return Err(ConfigError::at(
+                "health.expect_status",
+                None,
+                "must list HTTP statuses between 100 and 599",
+            ));
+        }
+        if self.nodes.is_empty() {
+            return Err(ConfigError::at(
+                "nodes",
+                None,
+                "no nodes: add at least one [[nodes]] entry with a name and a url",
+            ));
+        }
+        let mut nodes: Vec<NodeSpec> = Vec::with_capacity(self.nodes.len());
+        for (i, n) in self.nodes.into_iter().enumerate() {
+            let name = n.name.get_ref().trim();
+            if name.is_empty() {
+                return Err(ConfigError::at(
+                    format!("nodes[{i}].name"),
+                    line_of(n.name.span()),
+                    "must not be empty",
+                ));
+            }
+            if nodes.iter().any(|other| other.name == name) {
+                return Err(ConfigError::at(
+                    format!("nodes[{i}].name"),
+                    line_of(n.name.span()),
+                    format!("duplicate node name `{name}`: node names must be unique"),
+                ));
+            }
+            let authority = parse_node_url(n.url.get_ref()).map_err(|m| {
+                ConfigError::at(format!("nodes[{i}].url"), line_of(n.url.span()), m)
+            })?;
+            if n.master == Some(0) {
+                return Err(ConfigError::at(
+                    format!("nodes[{i}].master"),
+                    None,
+                    "priority starts at 1 (1 = first choice)",
+                ));
+            }
+            if n.master.is_none() && !n.reads {
+                return Err(ConfigError::at(
+                    format!("nodes[{i}].reads"),
+                    None,
+                    format!("node `{name}` is neither a master candidate nor a reader: it would get no traffic"),
+                ));
+            }
+            nodes.push(NodeSpec {
+                name: name.to_string(),
+                authority,
+                master: n.master,
+                reads: n.reads,
+            });
+        }
+        Ok(Config {
+            listen: self.listen,
+            admin: self.admin,
+            routing: self.routing,
+            routes: self.routes,
+            health: self.health,
+            forwarding: self.forwarding,
+            nodes,
+        })
+    }
+}
+
+fn parse_node_url(text: &str) -> Result<Authority, String> {
+    let bad = |why: &str| format!("invalid node URL `{text}`: {why} (expected http://host:port)");
+    let uri: Uri = text.parse().map_err(|_| bad("not a URL"))?;
+    match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP => {}
+        Some(s) if *s == Scheme::HTTPS => return Err(bad("https nodes are not supported yet")),
+        _ => return Err(bad("the scheme must be http")),
+    }
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.host().is_empty() || authority.as_str().contains('@') {
+        return Err(bad("no host, or user info in it"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad(
+            "give no path: geolb forwards the client's path unchanged",
+        ));
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    Authority::try_from(format!("{}:{port}", authority.host())).map_err(|_| bad("not a URL"))
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_http() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([0, 0, 0, 0], 8080))]
+}
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+fn default_listen() -> Listen {
+    Listen {
+        http: default_http(),
+    }
+}
+fn default_admin_section() -> Admin {
+    Admin {
+        listen: default_admin(),
+    }
+}
+fn default_context_path() -> String {
+    "/geoserver".into()
+}
+fn default_lookahead() -> usize {
+    64 * 1024
+}
+fn default_routing() -> Routing {
+    Routing {
+        context_path: default_context_path(),
+        failback: Failback::default(),
+        balance: Balance::default(),
+        lookahead: default_lookahead(),
+    }
+}
+fn default_health_path() -> String {
+    "/geoserver/ows?service=WMS&version=1.3.0&request=GetCapabilities".into()
+}
+fn default_interval() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_expect_status() -> Vec<u16> {
+    vec![200]
+}
+fn default_expect_body() -> String {
+    "WMS_Capabilities".into()
+}
+fn default_health() -> Health {
+    Health {
+        path: default_health_path(),
+        interval: default_interval(),
+        timeout: default_timeout(),
+        rise: default_rise(),
+        fall: default_fall(),
+        expect_status: default_expect_status(),
+        expect_body: default_expect_body(),
+    }
+}
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_pool_idle() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_forwarding() -> Forwarding {
+    Forwarding {
+        trusted_proxies: Vec::new(),
+        connect_timeout: default_connect_timeout(),
+        pool_idle_timeout: default_pool_idle(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[[nodes]]\nname = \"a\"\nurl = \"http://127.0.0.1:8081\"\nmaster = 1\n";
+
+    fn err(text: &str) -> ConfigError {
+        Config::parse(text).expect_err("config should be refused")
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let c = Config::parse(EXAMPLE).expect("the shipped config.toml must be valid");
+        assert!(c.nodes.len() >= 2);
+        assert_eq!(c.master_order()[0].name, "gs-master");
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.listen.http, default_http());
+        assert_eq!(c.admin.listen, default_admin());
+        assert_eq!(c.routing.context_path, "/geoserver");
+        assert_eq!(c.health.interval.0, Duration::from_secs(2));
+        assert_eq!((c.health.rise, c.health.fall), (2, 3));
+        assert_eq!(c.nodes[0].origin(), "http://127.0.0.1:8081");
+        assert!(c.nodes[0].reads);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = err(&format!("{MINIMAL}colour = \"red\"\n"));
+        assert_eq!(e.key.as_deref(), Some("nodes[0].colour"));
+        assert_eq!(e.line, Some(5));
+        assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn bad_url_is_named() {
+        let e = err("[[nodes]]\nname = \"a\"\nurl = \"ftp://x\"\n");
+        assert_eq!(e.key.as_deref(), Some("nodes[0].url"));
+        assert_eq!(e.line, Some(3));
+        let e = err("[[nodes]]\nname = \"a\"\nurl = \"http://x:1/geoserver\"\n");
+        assert!(e.message.contains("no path"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let e = err(&format!(
+            "[health]\ninterval = \"2 fortnights please\"\n{MINIMAL}"
+        ));
+        assert_eq!(e.key.as_deref(), Some("health.interval"));
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("invalid duration"), "{e}");
+        let e = err(&format!("[health]\ntimeout = \"0s\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("health.timeout"));
+    }
+
+    #[test]
+    fn duplicate_names_and_no_nodes() {
+        let e = err(&format!("{MINIMAL}\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("nodes[1].name"));
+        assert_eq!(e.line, Some(7));
+        assert!(e.message.contains("duplicate"));
+        let e = err("[listen]\nhttp = [\"127.0.0.1:1\"]\n");
+        assert_eq!(e.key.as_deref(), Some("nodes"));
+    }
+
+    #[test]
+    fn other_checks() {
+        assert_eq!(
+            err(&format!(
+                "[routing]\ncontext_path = \"geoserver\"\n{MINIMAL}"
+            ))
+            .key
+            .as_deref(),
+            Some("routing.context_path")
+        );
+        assert_eq!(
+            err(&format!("[routing]\nfailback = \"never\"\n{MINIMAL}"))
+                .key
+                .as_deref(),
+            Some("routing.failback")
+        );
+        assert_eq!(
+            err(&format!(
+                "[[routes]]\nprefix = \"/x\"\npool = \"all\"\n{MINIMAL}"
+            ))
+            .key
+            .as_deref(),
+            Some("routes[0].pool")
+        );
+        assert_eq!(
+            err(&format!(
+                "[[routes]]\nmethods = [\"get\"]\npool = \"reads\"\n{MINIMAL}"
+            ))
+            .key
+            .as_deref(),
+            Some("routes[0].methods")
+        );
+        assert_eq!(
+            err(&format!("[health]\nfall = 0\n{MINIMAL}"))
+                .key
+                .as_deref(),
+            Some("health.fall")
+        );
+        assert_eq!(
+            err("[[nodes]]\nname = \"a\"\nurl = \"http://h:1\"\nmaster = 0\n")
+                .key
+                .as_deref(),
+            Some("nodes[0].master")
+        );
+        let e = err("[[nodes]]\nname = \"a\"\nurl = \"http://h:1\"\nreads = false\n");
+        assert_eq!(e.key.as_deref(), Some("nodes[0].reads"));
+    }
+
+    #[test]
+    fn display_names_file_line_and_key() {
+        let mut e = err("[[nodes]]\nname = \"a\"\nurl = \"nope\"\n");
+        e.file = Some("geolb.toml".into());
+        assert!(
+            e.to_string()
+                .starts_with("geolb.toml:3: key `nodes[0].url`: invalid node URL `nope`"),
+            "{e}"
+        );
+    }
+}

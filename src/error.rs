@@ -1,0 +1,79 @@
+//! What can go wrong while serving a request, where it came from, and the one place that turns it
+//! into an HTTP answer (status, one-line body, log line).
+
+use std::net::SocketAddr;
+
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::{Method, Response, StatusCode};
+
+use crate::proxy::ResponseBody;
+
+/// A request that could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No healthy master candidate: the master pool is empty.
+    #[error("no healthy master: writes are unavailable")]
+    NoMaster,
+    /// No healthy node serves reads.
+    #[error("no healthy node: reads are unavailable")]
+    NoReader,
+    /// The node failed before answering (connect error, reset, bad response).
+    #[error("node {node} failed: {}", chain(source))]
+    Upstream {
+        node: String,
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The client's body broke while geolb read it.
+    #[error("could not read the request body: {0}")]
+    ClientBody(hyper::Error),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+/// An error and its sources on one line: hyper-util's own message says little ("client error
+/// (Connect)"); the cause says what happened.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoMaster | ProxyError::NoReader => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ClientBody(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn log(&self, method: &Method, path: &str, peer: SocketAddr) {
+        let status = self.status().as_u16();
+        if self.status().is_server_error() {
+            tracing::warn!(%method, path, %peer, status, error = %self, "request failed");
+        } else {
+            tracing::info!(%method, path, %peer, status, error = %self, "request refused");
+        }
+    }
+
+    /// The answer to the client: the status, and the error as one line of text.
+    pub fn into_response(self, retry_after: &HeaderValue) -> Response<ResponseBody> {
+        let status = self.status();
+        let mut response = Response::new(ResponseBody::text(format!("{self}\n")));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(RETRY_AFTER, retry_after.clone());
+        }
+        response
+    }
+}

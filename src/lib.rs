@@ -1,0 +1,17 @@
+//! geolb: a layer-7 load balancer for GeoServer clusters.
+//!
+//! The request path reads top to bottom: accept ([`server`]) → classify ([`classify`]) → pick
+//! ([`balance`] over the [`cluster`] snapshot) → forward ([`proxy`]) → record. Health watchdogs
+//! ([`health`]) feed the cluster task, which publishes new snapshots; [`admin`] shows them.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod balance;
+pub mod classify;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod proxy;
+pub mod server;
+pub mod sim;

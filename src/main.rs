@@ -1,0 +1,190 @@
+//! The `geolb` command: run, check a config, or start the demo.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use geolb::config::Config;
+use geolb::server;
+use geolb::sim::SimNode;
+
+#[derive(Parser)]
+#[command(
+    name = "geolb",
+    version,
+    about = "A load balancer for GeoServer clusters: OGC reads on every healthy node, writes to one master with failover"
+)]
+struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "config.toml",
+        env = "GEOLB_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the balancer (the default).
+    Run,
+    /// Validate the configuration and print a summary; exit non-zero if it is invalid.
+    Check,
+    /// Start three simulated GeoServer nodes and geolb in front of them: no GeoServer needed.
+    Demo {
+        /// Where geolb listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the admin listener listens.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => match Config::load(&cli.config) {
+            Ok(config) => {
+                println!("{}: valid", cli.config.display());
+                print!("{}", config.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run => match Config::load(&cli.config) {
+            Ok(config) => block_on(run(config)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo { listen, admin } => block_on(demo(listen, admin)),
+    }
+}
+
+fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(fut),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> ExitCode {
+    let running = match server::start(config).await {
+        Ok(running) => running,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    server::stop_signal().await;
+    tracing::info!("stopping: letting in-flight requests finish");
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
+    let mut nodes = Vec::new();
+    for name in ["gs-master", "gs-replica-1", "gs-replica-2"] {
+        match SimNode::start(name, SocketAddr::from(([127, 0, 0, 1], 0))).await {
+            Ok(node) => nodes.push(node),
+            Err(e) => {
+                eprintln!("error: cannot start a simulated node: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let text = format!(
+        r#"
+[listen]
+http = ["{listen}"]
+[admin]
+listen = "{admin}"
+[health]
+interval = "1s"
+timeout = "500ms"
+[[nodes]]
+name = "gs-master"
+url = "{}"
+master = 1
+[[nodes]]
+name = "gs-replica-1"
+url = "{}"
+master = 2
+[[nodes]]
+name = "gs-replica-2"
+url = "{}"
+"#,
+        nodes[0].url(),
+        nodes[1].url(),
+        nodes[2].url()
+    );
+    let config = match Config::parse(&text) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: the demo config is invalid: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let running = match server::start(config).await {
+        Ok(running) => running,
+        Err(e) => {
+            eprintln!(
+                "error: {e} (try `geolb demo --listen 127.0.0.1:8081 --admin 127.0.0.1:9091`)"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let (proxy, admin, master) = (running.http[0], running.admin, nodes[0].url());
+    println!(
+        "geolb demo: three simulated GeoServer nodes behind geolb\n\
+         \x20 gs-master     {}  master candidate #1\n\
+         \x20 gs-replica-1  {}  master candidate #2: takes the writes when gs-master is down\n\
+         \x20 gs-replica-2  {}  replica (reads only)\n\
+         geolb: http://{proxy}\n\
+         admin: http://{admin}/status\n\n\
+         Try (the X-Node header names the node that answered):\n\
+         \x20 a read, spread over every node:\n\
+         \x20   curl -si 'http://{proxy}/geoserver/wms?service=WMS&version=1.3.0&request=GetMap&layers=topp:states&bbox=-180,-90,180,90&width=256&height=256&crs=EPSG:4326&format=image/png' -o /dev/null -D - | grep -i x-node\n\
+         \x20 a write, always on the master:\n\
+         \x20   curl -si -X POST -H 'Content-Type: text/xml' -d '<workspace><name>demo</name></workspace>' http://{proxy}/geoserver/rest/workspaces | grep -i x-node\n\
+         \x20 the cluster as geolb sees it:\n\
+         \x20   curl -s http://{admin}/status\n\
+         \x20 make the master fail; within ~3 s writes move to gs-replica-1 (watch the log and /status):\n\
+         \x20   curl -X POST {master}/__sim/fail\n\
+         \x20 bring it back (failback is sticky: gs-replica-1 keeps the role until it fails):\n\
+         \x20   curl -X POST {master}/__sim/recover\n\
+         \x20 other failures: /__sim/hang (never answers), /__sim/exception (200 with an OGC exception).\n\
+         Ctrl-C stops.",
+        nodes[0].url(),
+        nodes[1].url(),
+        nodes[2].url(),
+    );
+    server::stop_signal().await;
+    println!("stopping");
+    running.shutdown().await;
+    for node in &nodes {
+        node.kill().await;
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,197 @@
+//! Accepting connections: the plain listeners (HTTP/1.1 and h2c) and the admin listener, the
+//! cluster task, and a graceful stop.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cluster::{Cluster, Snapshot};
+use crate::config::Config;
+use crate::proxy::{Proxy, ResponseBody};
+
+/// How long in-flight requests may take to finish once a stop is asked for.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(8);
+
+/// Why geolb could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({what}): {source}")]
+pub struct StartError {
+    pub addr: SocketAddr,
+    pub what: &'static str,
+    pub source: std::io::Error,
+}
+
+/// A running geolb: its bound addresses and what stops it.
+pub struct Running {
+    /// The plain listeners' bound addresses (ports resolved when `:0` was asked).
+    pub http: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+    cluster: Arc<ArcSwap<Snapshot>>,
+    stop: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<()>>,
+    cluster_task: JoinHandle<()>,
+}
+
+/// Binds every listener, starts the watchdogs and serves. Nodes start unknown: traffic flows once
+/// their first checks pass.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError { addr, what, source })
+    };
+    let mut http_listeners = Vec::new();
+    for &addr in &config.listen.http {
+        http_listeners.push(bind(addr, "listen.http").await?);
+    }
+    let admin_listener = bind(config.admin.listen, "admin.listen").await?;
+
+    let cluster = Cluster::new(config.clone());
+    let shared = cluster.shared();
+    let cluster_task = cluster.run();
+    let proxy = Arc::new(Proxy::new(&config, shared.clone()));
+    let (stop, stopped) = watch::channel(false);
+
+    let mut http = Vec::new();
+    let mut listeners = Vec::new();
+    for listener in http_listeners {
+        http.push(local_addr(&listener));
+        let proxy = proxy.clone();
+        listeners.push(tokio::spawn(serve(
+            listener,
+            stopped.clone(),
+            move |peer| {
+                let proxy = proxy.clone();
+                move |req: Request<Incoming>| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                }
+            },
+        )));
+    }
+    let admin = local_addr(&admin_listener);
+    let admin_view = shared.clone();
+    listeners.push(tokio::spawn(serve(admin_listener, stopped, move |_peer| {
+        let view = admin_view.clone();
+        move |req: Request<Incoming>| {
+            let response = crate::admin::handle(&req, &view);
+            async move { Ok::<_, Infallible>(response) }
+        }
+    })));
+    for addr in &http {
+        tracing::info!(%addr, "listening (HTTP/1.1, h2c)");
+    }
+    tracing::info!(%admin, "admin listening (GET /status)");
+    Ok(Running {
+        http,
+        admin,
+        cluster: shared,
+        stop,
+        listeners,
+        cluster_task,
+    })
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Accepts until told to stop, then lets open connections finish within [`DEFAULT_GRACE`].
+async fn serve<MakeSvc, Svc, Fut>(
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+    make_service: MakeSvc,
+) where
+    MakeSvc: Fn(SocketAddr) -> Svc,
+    Svc: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder.serve_connection(TokioIo::new(stream), service_fn(make_service(peer))).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection closed with an error");
+                    }
+                });
+            }
+            _ = stopped.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DEFAULT_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: closing the remaining connections");
+    }
+}
+
+impl Running {
+    /// The routing snapshot in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.cluster.load_full()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (within the grace period), stops the
+    /// watchdogs.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.listeners {
+            let _ = task.await;
+        }
+        self.cluster_task.abort();
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

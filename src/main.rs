@@ -76,6 +76,12 @@ fn main() -> ExitCode {
     }
 }
 
+fn stop_signal() -> Option<impl std::future::Future<Output = ()>> {
+    server::stop_signal()
+        .map_err(|e| eprintln!("error: cannot listen for signals: {e}"))
+        .ok()
+}
+
 fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,6 +96,9 @@ fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
+    let Some(stop) = stop_signal() else {
+        return ExitCode::FAILURE;
+    };
     let running = match server::start(config).await {
         Ok(running) => running,
         Err(e) => {
@@ -97,13 +106,16 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    server::stop_signal().await;
+    stop.await;
     tracing::info!("stopping: letting in-flight requests finish");
     running.shutdown().await;
     ExitCode::SUCCESS
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
+    let Some(stop) = stop_signal() else {
+        return ExitCode::FAILURE;
+    };
     let mut nodes = Vec::new();
     for name in ["gs-master", "gs-replica-1", "gs-replica-2"] {
         match SimNode::start(name, SocketAddr::from(([127, 0, 0, 1], 0))).await {
@@ -180,7 +192,7 @@ url = "{}"
         nodes[1].url(),
         nodes[2].url(),
     );
-    server::stop_signal().await;
+    stop.await;
     println!("stopping");
     running.shutdown().await;
     for node in &nodes {

@@ -464,8 +464,16 @@ impl Pattern {
     }
 }
 
-/// Streams a [`Pattern`] as a response body with an exact size hint.
-struct BlobBody(Pattern);
+/// The deterministic blob pattern as a body with an exact size hint: what `/__sim/blob` streams, and
+/// what tests upload. Its SHA-256 is [`blob_sha256`].
+pub struct BlobBody(Pattern);
+
+impl BlobBody {
+    /// `bytes` bytes of the pattern seeded by `seed`, generated 64 KiB at a time.
+    pub fn new(bytes: u64, seed: u64) -> Self {
+        BlobBody(Pattern::new(bytes, seed))
+    }
+}
 
 impl Body for BlobBody {
     type Data = Bytes;

@@ -1,0 +1,250 @@
+//! Health watchdogs and master failover against simulated nodes that die, hang or answer OGC
+//! exceptions.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use geolb::health::State;
+use geolb::sim::Mode;
+use http::StatusCode;
+use support::*;
+
+/// Master candidates 1 and 2, and a plain replica.
+const CANDIDATES: &[NodeDef] = &[
+    node("gs-master", Some(1)),
+    node("gs-backup", Some(2)),
+    node("gs-replica", None),
+];
+
+/// The bound: writes move within `fall × interval + timeout` plus one interval.
+fn failover_bound(h: &Harness) -> Duration {
+    h.interval * h.fall + h.timeout + h.interval
+}
+
+/// Sends writes until one is served by `want`; returns how long that took from `since`.
+async fn writes_reach(h: &Harness, want: &str, since: Instant, within: Duration) -> Duration {
+    wait_for_async(&format!("writes served by {want}"), within, || async {
+        (h.write().await.node() == want).then(|| since.elapsed())
+    })
+    .await
+}
+
+async fn master_fails_over(failback: &'static str) -> Harness {
+    let routing = if failback == "sticky" {
+        "failback = \"sticky\""
+    } else {
+        "failback = \"priority\""
+    };
+    let h = Harness::start_with(
+        CANDIDATES,
+        Options {
+            routing,
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(h.master().as_deref(), Some("gs-master"));
+    assert_eq!(h.write().await.node(), "gs-master");
+
+    let killed = Instant::now();
+    h.sim("gs-master").kill().await;
+    let took = writes_reach(&h, "gs-backup", killed, Duration::from_secs(5)).await;
+    let bound = failover_bound(&h);
+    assert!(took <= bound, "failover took {took:?}, more than {bound:?}");
+    assert_eq!(h.master().as_deref(), Some("gs-backup"));
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_master_keeps_the_role_after_the_old_master_returns() {
+    let h = master_fails_over("sticky").await;
+    h.sim("gs-master").restart().await.unwrap();
+    h.wait_state("gs-master", State::Up, Duration::from_secs(5))
+        .await;
+    // It is back and healthy (it serves reads again), yet writes stay on the promoted master.
+    wait_for_async(
+        "gs-master serves reads again",
+        Duration::from_secs(5),
+        || async {
+            (h.get("/geoserver/wms?request=GetMap").await.node() == "gs-master").then_some(())
+        },
+    )
+    .await;
+    for _ in 0..20 {
+        assert_eq!(h.write().await.node(), "gs-backup");
+    }
+    assert_eq!(h.master().as_deref(), Some("gs-backup"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_master_moves_back_after_rise_passes() {
+    let h = master_fails_over("priority").await;
+    let restarted = Instant::now();
+    h.sim("gs-master").restart().await.unwrap();
+    let took = writes_reach(&h, "gs-master", restarted, Duration::from_secs(5)).await;
+    // Re-admission needs `rise` passes: never before (rise - 1) intervals, and within rise + 1.
+    assert!(
+        took >= h.interval * (h.rise - 1),
+        "moved back after {took:?}, before {} passes",
+        h.rise
+    );
+    assert!(
+        took <= h.interval * (h.rise + 1) + h.timeout,
+        "moved back only after {took:?}"
+    );
+    assert_eq!(h.master().as_deref(), Some("gs-master"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replica_is_ejected_and_readmitted_after_rise_passes() {
+    let h = Harness::start(THREE).await;
+    let replica = h.sim("gs-replica-1");
+    replica.kill().await;
+    h.wait_state(
+        "gs-replica-1",
+        State::Down,
+        failover_bound(&h) + Duration::from_secs(1),
+    )
+    .await;
+    for _ in 0..60 {
+        let r = h.get("/geoserver/wms?request=GetMap").await;
+        assert_eq!(r.status, StatusCode::OK, "reads keep working");
+        assert_ne!(r.node(), "gs-replica-1");
+    }
+    replica.restart().await.unwrap();
+    let probes_before = replica.probes();
+    h.wait_state("gs-replica-1", State::Up, Duration::from_secs(5))
+        .await;
+    assert!(
+        replica.probes() - probes_before >= u64::from(h.rise),
+        "re-admitted only after {} passes",
+        h.rise
+    );
+    replica.reset_counters();
+    for _ in 0..60 {
+        h.get("/geoserver/wms?request=GetMap").await;
+    }
+    assert!(replica.hits() > 0, "a re-admitted replica gets reads again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_master_means_503_for_writes_while_reads_go_on() {
+    let h = Harness::start(THREE).await;
+    h.sim("gs-master").set_mode(Mode::Fail);
+    h.wait_state("gs-master", State::Down, Duration::from_secs(5))
+        .await;
+    let r = h.write().await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.text(), "no healthy master: writes are unavailable\n");
+    assert!(
+        r.header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1),
+        "Retry-After: {:?}",
+        r.header("retry-after")
+    );
+    let r = h.get("/geoserver/rest/workspaces").await;
+    assert_eq!(
+        r.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "REST needs the master too"
+    );
+    for _ in 0..10 {
+        let r = h.get("/geoserver/wms?request=GetMap").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_ne!(r.node(), "gs-master");
+    }
+
+    for name in ["gs-replica-1", "gs-replica-2"] {
+        h.sim(name).kill().await;
+    }
+    for name in ["gs-replica-1", "gs-replica-2"] {
+        h.wait_state(name, State::Down, Duration::from_secs(5))
+            .await;
+    }
+    let r = h.get("/geoserver/wms?request=GetMap").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.text(), "no healthy node: reads are unavailable\n");
+    assert!(!r.header("retry-after").is_empty());
+    assert_eq!(h.write().await.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ogc_exception_with_status_200_fails_the_health_check() {
+    let h = Harness::start(THREE).await;
+    h.sim("gs-replica-2").set_mode(Mode::Exception);
+    h.wait_state("gs-replica-2", State::Down, Duration::from_secs(5))
+        .await;
+    let status = h.geolb.snapshot();
+    let i = status
+        .nodes
+        .iter()
+        .position(|n| n.name() == "gs-replica-2")
+        .unwrap();
+    let detail = status.nodes[i].last_check().unwrap().detail.clone();
+    assert!(
+        detail.contains("WMS_Capabilities"),
+        "the reason names the missing body: {detail}"
+    );
+    for _ in 0..30 {
+        assert_ne!(
+            h.get("/geoserver/wms?request=GetMap").await.node(),
+            "gs-replica-2"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_node_is_ejected_by_the_check_timeout() {
+    let h = Harness::start(THREE).await;
+    h.sim("gs-replica-1").set_mode(Mode::Hang);
+    h.wait_state(
+        "gs-replica-1",
+        State::Down,
+        failover_bound(&h) + Duration::from_secs(1),
+    )
+    .await;
+    let snap = h.geolb.snapshot();
+    let node = snap
+        .nodes
+        .iter()
+        .find(|n| n.name() == "gs-replica-1")
+        .unwrap();
+    assert!(node.last_check().unwrap().detail.starts_with("timeout"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_dying_mid_request_gives_502() {
+    let h = Harness::start(&[node("gs-master", Some(1))]).await;
+    let slow = {
+        let (client, url) = (
+            h.client.clone(),
+            h.url("/geoserver/rest/__sim/slow?ms=5000"),
+        );
+        tokio::spawn(async move {
+            let req = http::Request::get(url)
+                .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                    bytes::Bytes::new(),
+                )))
+                .unwrap();
+            send(&client, req).await
+        })
+    };
+    wait_for(
+        "the slow request is in flight",
+        Duration::from_secs(5),
+        || h.geolb.snapshot().nodes[0].in_flight() == 1,
+    )
+    .await;
+    h.sim("gs-master").kill().await;
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        r.text().starts_with("node gs-master failed:"),
+        "{}",
+        r.text()
+    );
+    wait_for("in-flight released", Duration::from_secs(5), || {
+        h.geolb.snapshot().nodes[0].in_flight() == 0
+    })
+    .await;
+}

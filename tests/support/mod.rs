@@ -1,0 +1,278 @@
+//! Shared test support: simulated GeoServer nodes on 127.0.0.1:0, geolb in front of them, an HTTP
+//! client, and waiting on conditions with deadlines (never bare sleeps).
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use geolb::config::Config;
+use geolb::health::State;
+use geolb::server::{self, Running};
+use geolb::sim::SimNode;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+pub type TestBody = BoxBody<Bytes, Infallible>;
+
+/// One node of a test cluster: its name, master priority, whether it serves reads.
+pub struct NodeDef {
+    pub name: &'static str,
+    pub master: Option<u32>,
+    pub reads: bool,
+}
+
+pub const fn node(name: &'static str, master: Option<u32>) -> NodeDef {
+    NodeDef {
+        name,
+        master,
+        reads: true,
+    }
+}
+
+/// The seed's topology: one master, two replicas.
+pub const THREE: &[NodeDef] = &[
+    node("gs-master", Some(1)),
+    node("gs-replica-1", None),
+    node("gs-replica-2", None),
+];
+
+/// geolb and its simulated nodes.
+pub struct Harness {
+    pub nodes: Vec<SimNode>,
+    pub geolb: Running,
+    pub client: Client<HttpConnector, TestBody>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+pub struct Options {
+    pub interval: &'static str,
+    pub timeout: &'static str,
+    pub rise: u32,
+    pub fall: u32,
+    /// Extra TOML appended to the `[routing]` table.
+    pub routing: &'static str,
+    /// Extra TOML put at the end.
+    pub extra: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            interval: "200ms",
+            timeout: "100ms",
+            rise: 2,
+            fall: 3,
+            routing: "",
+            extra: "",
+        }
+    }
+}
+
+impl Harness {
+    pub async fn start(defs: &[NodeDef]) -> Harness {
+        Harness::start_with(defs, Options::default()).await
+    }
+
+    pub async fn start_with(defs: &[NodeDef], opts: Options) -> Harness {
+        let mut nodes = Vec::new();
+        for def in defs {
+            nodes.push(
+                SimNode::start(def.name, "127.0.0.1:0".parse().unwrap())
+                    .await
+                    .expect("sim node starts"),
+            );
+        }
+        let mut text = format!(
+            "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[routing]\n{}\n\
+             [health]\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = {}\nfall = {}\n",
+            opts.routing, opts.interval, opts.timeout, opts.rise, opts.fall
+        );
+        for (def, sim) in defs.iter().zip(&nodes) {
+            text.push_str(&format!(
+                "[[nodes]]\nname = \"{}\"\nurl = \"{}\"\nreads = {}\n",
+                def.name,
+                sim.url(),
+                def.reads
+            ));
+            if let Some(p) = def.master {
+                text.push_str(&format!("master = {p}\n"));
+            }
+        }
+        text.push_str(opts.extra);
+        let config =
+            Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        let (interval, timeout) = (config.health.interval.0, config.health.timeout.0);
+        let geolb = server::start(config).await.expect("geolb starts");
+        let harness = Harness {
+            nodes,
+            geolb,
+            client: client(),
+            interval,
+            timeout,
+            rise: opts.rise,
+            fall: opts.fall,
+        };
+        harness.wait_all_up().await;
+        harness
+    }
+
+    pub fn sim(&self, name: &str) -> &SimNode {
+        self.nodes
+            .iter()
+            .find(|n| n.name() == name)
+            .expect("known node")
+    }
+
+    pub fn proxy(&self) -> SocketAddr {
+        self.geolb.http[0]
+    }
+
+    pub fn url(&self, target: &str) -> String {
+        format!("http://{}{target}", self.proxy())
+    }
+
+    pub fn state(&self, name: &str) -> State {
+        let snap = self.geolb.snapshot();
+        let i = snap
+            .nodes
+            .iter()
+            .position(|n| n.name() == name)
+            .expect("known node");
+        snap.states[i]
+    }
+
+    pub fn master(&self) -> Option<String> {
+        self.geolb.snapshot().master().map(|n| n.name().to_string())
+    }
+
+    pub async fn wait_all_up(&self) {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name().to_string()).collect();
+        wait_for("every node up", Duration::from_secs(10), || {
+            names.iter().all(|n| self.state(n) == State::Up)
+        })
+        .await;
+    }
+
+    pub async fn wait_state(&self, name: &str, state: State, within: Duration) {
+        wait_for(&format!("{name} {state}"), within, || {
+            self.state(name) == state
+        })
+        .await;
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(self.url(target));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body.into()).boxed()).unwrap();
+        send(&self.client, req).await
+    }
+
+    pub async fn get(&self, target: &str) -> Reply {
+        self.send(Method::GET, target, &[], Bytes::new()).await
+    }
+
+    /// A write that goes to the master: a WFS Transaction.
+    pub async fn write(&self) -> Reply {
+        self.send(
+            Method::POST,
+            "/geoserver/wfs",
+            &[("content-type", "text/xml")],
+            "<wfs:Transaction/>",
+        )
+        .await
+    }
+}
+
+/// What came back.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The node that answered (`X-Node`), or "" when geolb answered itself.
+    pub fn node(&self) -> &str {
+        self.headers
+            .get("x-node")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn send(client: &Client<HttpConnector, TestBody>, req: Request<TestBody>) -> Reply {
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("response within 30s")
+        .expect("request sent");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body read").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Polls `cond` every 5 ms until it holds; panics naming `what` after `within`.
+pub async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Like [`wait_for`] with an async probe that yields a value once the condition holds.
+pub async fn wait_for_async<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

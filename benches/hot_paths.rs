@@ -1,1 +1,84 @@
-fn main() {}
+//! The hot pure functions of the request path: classifying a request and picking a node.
+//! Run: `cargo bench --bench hot_paths`.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use geolb::balance::{pick_p2c, pick_round_robin};
+use geolb::classify::Classifier;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Method};
+
+const GETMAP: &str = "service=WMS&version=1.3.0&request=GetMap&layers=topp:states&styles=&crs=EPSG:4326&bbox=-90,-180,90,180&width=768&height=384&format=image/png";
+const WFS_POST: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<wfs:GetFeature service=\"WFS\" version=\"1.1.0\" xmlns:wfs=\"http://www.opengis.net/wfs\" xmlns:ogc=\"http://www.opengis.net/ogc\"><wfs:Query typeName=\"topp:states\"><ogc:Filter><ogc:PropertyIsEqualTo><ogc:PropertyName>STATE_NAME</ogc:PropertyName><ogc:Literal>Utah</ogc:Literal></ogc:PropertyIsEqualTo></ogc:Filter></wfs:Query></wfs:GetFeature>";
+
+fn classify(c: &mut Criterion) {
+    let classifier = Classifier::new("/geoserver", Vec::new(), 64 * 1024);
+    let none = HeaderMap::new();
+    let mut xml = HeaderMap::new();
+    xml.insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    let mut group = c.benchmark_group("classify");
+    group.bench_function("wms_getmap_kvp", |b| {
+        b.iter(|| {
+            classifier.classify(
+                &Method::GET,
+                black_box("/geoserver/wms"),
+                Some(black_box(GETMAP)),
+                &none,
+                b"",
+            )
+        })
+    });
+    group.bench_function("gwc_tile", |b| {
+        b.iter(|| {
+            classifier.classify(
+                &Method::GET,
+                black_box("/geoserver/gwc/service/tms/1.0.0/topp:states@EPSG:4326@png/3/1/2.png"),
+                None,
+                &none,
+                b"",
+            )
+        })
+    });
+    group.bench_function("rest_get", |b| {
+        b.iter(|| {
+            classifier.classify(
+                &Method::GET,
+                black_box("/geoserver/rest/workspaces.json"),
+                None,
+                &none,
+                b"",
+            )
+        })
+    });
+    group.bench_function("wfs_post_xml", |b| {
+        b.iter(|| {
+            classifier.classify(
+                &Method::POST,
+                black_box("/geoserver/wfs"),
+                None,
+                &xml,
+                black_box(WFS_POST.as_bytes()),
+            )
+        })
+    });
+    group.finish();
+}
+
+fn pick(c: &mut Criterion) {
+    let loads = [3usize, 0, 7, 1, 2, 5, 0, 4];
+    let mut rng = fastrand::Rng::with_seed(1);
+    let mut group = c.benchmark_group("pick");
+    group.bench_function("p2c_8_nodes", |b| {
+        b.iter(|| pick_p2c(black_box(loads.len()), |i| loads[i], &mut rng))
+    });
+    let mut ticket = 0usize;
+    group.bench_function("round_robin_8_nodes", |b| {
+        b.iter(|| {
+            ticket += 1;
+            pick_round_robin(black_box(loads.len()), ticket)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, classify, pick);
+criterion_main!(benches);

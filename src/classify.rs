@@ -369,22 +369,14 @@ impl Classifier {
         let Some(rel) = strip_context(path, &self.context_path) else {
             return done_master(Class::Other, changes);
         };
-        let segs: Vec<&str> = {
-            let trimmed = rel.trim_start_matches('/');
-            let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-            if trimmed.is_empty() {
-                Vec::new()
-            } else {
-                trimmed.split('/').collect()
-            }
-        };
-        let first = segs.first().copied().unwrap_or("");
-        let at = |i: usize| segs.get(i).copied().unwrap_or("");
+        let segs = Segments::parse(rel);
+        let at = |i: usize| segs.at(i);
+        let first = at(0);
 
-        if segs.is_empty() || rel == "/index.html" || first == "web" {
+        if segs.len == 0 || rel == "/index.html" || first == "web" {
             return done_master(Class::Ui, changes);
         }
-        if segs.len() == 1 && first.starts_with("j_spring_") {
+        if segs.len == 1 && first.starts_with("j_spring_") {
             return done_master(Class::Login, changes);
         }
         if first == "rest" {
@@ -419,7 +411,7 @@ impl Classifier {
                 done_master(Class::Static, changes)
             };
         }
-        let Some((service, path_op)) = ows_endpoint(&segs) else {
+        let Some((service, path_op)) = segs.all().and_then(ows_endpoint) else {
             return done_master(Class::Other, changes);
         };
         if safe {
@@ -511,6 +503,42 @@ fn ows_endpoint(segs: &[&str]) -> Option<(&'static str, Option<Op>)> {
         }
     }
     None
+}
+
+/// A path's first four segments (all an OGC endpoint can have) and how many there are in all,
+/// without allocating. A trailing `/` adds no segment.
+struct Segments<'p> {
+    head: [&'p str; 4],
+    len: usize,
+}
+
+impl<'p> Segments<'p> {
+    fn parse(rel: &'p str) -> Self {
+        let trimmed = rel.trim_start_matches('/');
+        let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+        let mut segs = Segments {
+            head: [""; 4],
+            len: 0,
+        };
+        if !trimmed.is_empty() {
+            for seg in trimmed.split('/') {
+                if let Some(slot) = segs.head.get_mut(segs.len) {
+                    *slot = seg;
+                }
+                segs.len += 1;
+            }
+        }
+        segs
+    }
+
+    fn at(&self, i: usize) -> &'p str {
+        self.head.get(i).copied().unwrap_or("")
+    }
+
+    /// Every segment, when there are at most four.
+    fn all(&self) -> Option<&[&'p str]> {
+        self.head.get(..self.len)
+    }
 }
 
 fn strip_context<'p>(path: &'p str, context: &str) -> Option<&'p str> {

@@ -43,6 +43,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
     },
+    /// Run one simulated GeoServer node (for trying configs and for the load benchmark).
+    Sim {
+        /// The name it gives in its `X-Node` header.
+        #[arg(long, default_value = "gs-sim")]
+        name: String,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +81,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo { listen, admin } => block_on(demo(listen, admin)),
+        Command::Sim { name, listen } => block_on(sim(name, listen)),
     }
 }
 
@@ -110,6 +119,24 @@ async fn run(config: Config) -> ExitCode {
     tracing::info!("stopping: letting in-flight requests finish");
     running.shutdown().await;
     ExitCode::SUCCESS
+}
+
+async fn sim(name: String, listen: SocketAddr) -> ExitCode {
+    let Some(stop) = stop_signal() else {
+        return ExitCode::FAILURE;
+    };
+    match SimNode::start(&name, listen).await {
+        Ok(node) => {
+            println!("simulated GeoServer node {name} on {}", node.url());
+            stop.await;
+            node.kill().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {

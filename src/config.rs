@@ -280,7 +280,8 @@ impl Config {
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let line_of = |span: std::ops::Range<usize>| {
-            Some(text[..span.start.min(text.len())].matches('\n').count() + 1)
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            Some(before.iter().filter(|&&b| b == b'\n').count() + 1)
         };
         let file: FileConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
             .map_err(|e| {

@@ -2,6 +2,7 @@
 //! classifier's bounded look-ahead is held, and it is replayed to the node ahead of the rest.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -55,12 +56,17 @@ impl Proxy {
 
     /// Serves one client request; never fails (errors become 4xx/5xx responses).
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+        // Kept for the log line: cheap clones (a standard method, a reference-counted target).
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let target = req.uri().path_and_query().cloned();
         match self.forward(req, peer).await {
             Ok(response) => response,
             Err(err) => {
-                err.log(&method, &path, peer);
+                err.log(
+                    &method,
+                    target.as_ref().map_or("/", PathAndQuery::path),
+                    peer,
+                );
                 err.into_response(&self.retry_after)
             }
         }
@@ -263,6 +269,8 @@ pub fn prepare_request_headers(
     trusted: bool,
 ) {
     strip_hop_by_hop(headers);
+    // geolb has already answered `100-continue` by reading the body; the node gets it at once.
+    headers.remove(header::EXPECT);
     if let Some(host) = client_host {
         if !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, host.clone());
@@ -282,20 +290,20 @@ pub fn prepare_request_headers(
             None => headers.remove(&X_FORWARDED_HOST),
         };
     }
-    let peer = peer.to_string();
-    let mut chain: Vec<&str> = headers
+    let mut chain = String::new();
+    for earlier in headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .collect();
-    chain.push(&peer);
-    match HeaderValue::from_str(&chain.join(", ")) {
-        Ok(value) => headers.insert(X_FORWARDED_FOR.clone(), value),
-        Err(_) => headers.insert(
-            X_FORWARDED_FOR.clone(),
-            HeaderValue::from_str(&peer).unwrap_or(HeaderValue::from_static("unknown")),
-        ),
-    };
+    {
+        chain.push_str(earlier);
+        chain.push_str(", ");
+    }
+    let _ = write!(chain, "{peer}");
+    // Visible ASCII and an IP address: always a valid header value.
+    if let Ok(value) = HeaderValue::try_from(chain) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
 }
 
 /// Points a `Location` that names the node's own origin at the address the client used.

@@ -15,6 +15,10 @@
 #      counts which node answered, then the measured wrk run;
 #   6. prints a table and THE RESULT: the ratios geolb/haproxy and geolb/nginx measured in this
 #      run (absolute numbers depend on the machine; the ratios are what to compare).
+#      Columns: req/s, p50/p99 latency (wrk), the proxy's CPU (cores busy, and microseconds per
+#      request), the 3 nodes' CPU, and "other": CPU busy with anything else on the machine during
+#      the run (a build, another benchmark...). With 2 cores, wrk, the nodes and the proxy all
+#      share them, so a run with "other" well above 0 is noisy: its ratios are not to be trusted.
 # It fails (exit 1) if a proxy did not spread the load over >= 2 nodes, or if any run saw
 # non-2xx responses or socket errors.
 #
@@ -23,6 +27,8 @@
 #   CONNECTIONS    concurrent keep-alive connections of wrk (default 32)
 #   THREADS        wrk threads (default 1: on 2 cores the proxies need the other one)
 #   WARMUP         seconds of the warm-up before each measured run (default 2)
+#   ROUNDS         rounds over all targets, in rotating order; medians are reported (default 1;
+#                  3 gives steadier ratios on a noisy machine, at 3x the time)
 #   BASE_PORT      first port of the block used (default 18080; shifted by 100 while busy)
 #   GEOLB_BALANCE  geolb's [routing] balance: unset = the project's default
 #                  (least-outstanding), or "round-robin" to match haproxy/nginx exactly
@@ -37,10 +43,11 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-1}
 BASE_PORT=${BASE_PORT:-18080}
 GEOLB_BALANCE=${GEOLB_BALANCE:-}
 
-for knob in DURATION CONNECTIONS THREADS WARMUP BASE_PORT; do
+for knob in DURATION CONNECTIONS THREADS WARMUP ROUNDS BASE_PORT; do
     [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || { echo "e2e: $knob must be a positive integer, not '${!knob}'" >&2; exit 2; }
 done
 ((THREADS <= CONNECTIONS)) || { echo "e2e: THREADS must be <= CONNECTIONS" >&2; exit 2; }
@@ -59,6 +66,7 @@ die() { log "FAIL: $*"; exit 1; }
 # Cleanup: every background process we start is recorded in PIDS and stopped on exit.
 # ---------------------------------------------------------------------------------------------
 PIDS=()
+declare -A PID_OF # process name -> pid
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/geolb-e2e.XXXXXX")
 
 # True while $1 runs (a zombie, i.e. exited but not yet reaped, counts as gone).
@@ -106,7 +114,7 @@ start() {
     shift
     "$@" >"$TMP/$name.log" 2>&1 &
     PIDS+=("$!")
-    eval "PID_${name//-/_}=$!"
+    PID_OF[$name]=$!
 }
 
 # show_log NAME: the end of a process's log, for failure messages.
@@ -115,10 +123,10 @@ show_log() { log "--- last lines of $1.log:"; tail -n 20 "$TMP/$1.log" >&2 || tr
 # wait_ok NAME URL [SECONDS] [GREP]: polls URL until it answers 2xx (and its body contains GREP
 # when given), failing after the deadline or as soon as process NAME has exited.
 wait_ok() {
-    local name=$1 url=$2 limit=${3:-10} want=${4:-} pidvar="PID_${1//-/_}"
+    local name=$1 url=$2 limit=${3:-10} want=${4:-}
     local deadline=$((SECONDS + limit)) body
     while ((SECONDS < deadline)); do
-        if ! alive "${!pidvar}"; then show_log "$name"; die "$name exited during startup"; fi
+        if ! alive "${PID_OF[$name]}"; then show_log "$name"; die "$name exited during startup"; fi
         if [[ -z $want ]]; then
             curl -sf --max-time 1 -o /dev/null "$url" 2>/dev/null && return 0
         elif body=$(curl -sf --max-time 1 "$url" 2>/dev/null) && [[ $body == *"$want"* ]]; then
@@ -307,30 +315,43 @@ log "proxies up: geolb :$GEOLB_PORT (admin :$ADMIN_PORT), haproxy :$HAPROXY_PORT
 # ---------------------------------------------------------------------------------------------
 FAILURES=()
 fail() { log "FAIL: $*"; FAILURES+=("$*"); }
+CLK_TCK=$(getconf CLK_TCK)
 
-# CPU time (clock ticks, user+system, all threads) of a pid and its direct children.
+# CPU time (clock ticks, user+system, all threads) of some pids and their direct children
+# (nginx's workers).
 cpu_ticks() {
     local total=0 pid fields
-    for pid in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        # Fields after the ")" that ends the command name: utime and stime are the 12th and 13th.
+    for pid in "$@" $(for p in "$@"; do ps -o pid= --ppid "$p" 2>/dev/null; done); do
+        # The fields after the ")" that ends the command name: utime, stime are the 12th, 13th.
         fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-        total=$((total + $(awk '{print $12 + $13}' <<<"$fields")))
+        total=$((total + $(awk '{ print $12 + $13 }' <<<"$fields")))
     done
     echo "$total"
 }
-CLK_TCK=$(getconf CLK_TCK)
+# Sets CHILD_TICKS to the CPU time (ticks) of this shell's waited-for children, i.e. the wrk
+# runs. `times` must run in this shell (a $(subshell) has its own, empty, counters).
+children_ticks() {
+    times >"$TMP/times"
+    CHILD_TICKS=$(awk -v hz="$CLK_TCK" 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/)
+        printf "%d", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * hz }' "$TMP/times")
+}
+# cores TICKS: the average number of cores TICKS of CPU time kept busy during one measured run.
+cores() { awk -v t="$1" -v hz="$CLK_TCK" -v s="$DURATION" 'BEGIN { printf "%.2f", t / hz / s }'; }
+# Busy ticks of the whole machine, all cores: user + nice + system + irq + softirq (the kernel may
+# charge a process for the softirq work done on its behalf: loopback TCP is mostly that).
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
 
 # wrk latency ("812.00us", "1.23ms", "1.02s", "1.00m") → milliseconds.
 to_ms() {
     awk -v v="$1" 'BEGIN {
         n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
         f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : -1
-        if (f < 0) { print "nan"; exit }
+        if (f < 0 || v == "") { print "nan"; exit }
         printf "%.3f", n * f
     }'
 }
 
-# check_wrk NAME FILE: fails the run on non-2xx responses or socket errors in wrk's output.
+# check_wrk NAME FILE: fails the benchmark on non-2xx responses or socket errors in wrk's output.
 check_wrk() {
     local line
     if line=$(grep -m1 'Non-2xx or 3xx responses' "$2"); then fail "$1: ${line#"${line%%[! ]*}"}"; fi
@@ -338,7 +359,7 @@ check_wrk() {
     return 0
 }
 
-# curl_spread PORT: which nodes answer 12 sequential GetMaps (distinct X-Node values, counted).
+# curl_spread PORT: which nodes answer 12 sequential GetMaps ("gs-1=4,gs-2=4,gs-3=4").
 curl_spread() {
     local i
     for i in $(seq 12); do
@@ -347,72 +368,134 @@ curl_spread() {
     done | sort | uniq -c | awk '{ printf "%s%s=%s", (NR > 1 ? "," : ""), $2, $1 }'
 }
 
-# bench NAME PORT [PID]: warm-up (counting nodes), then the measured run; stores the results in
-# RPS[NAME], P50[NAME], P99[NAME], CPU[NAME] (cores used by PID's process tree), SPREAD[NAME].
-declare -A RPS P50 P99 CPU SPREAD
+# Per target, the values of each round, space-separated (medians are taken at the end).
+declare -A RPS P50 P99 CPU NODECPU OTHER SPREAD PORT
 TARGETS=()
+target() { TARGETS+=("$1"); PORT[$1]=$2; }
+target "direct(gs-1)" "${NODE_PORTS[0]}"
+target geolb "$GEOLB_PORT"
+target haproxy "$HAPROXY_PORT"
+target nginx "$NGINX_PORT"
+NODE_PIDS=("${PID_OF[gs-1]}" "${PID_OF[gs-2]}" "${PID_OF[gs-3]}")
+
+# bench NAME ROUND: a warm-up that counts which node answered, then the measured run.
 bench() {
-    local name=$1 port=$2 pid=${3:-} url="http://127.0.0.1:$2$GETMAP_PATH" out="$TMP/wrk-$1"
-    TARGETS+=("$name")
-    log "$name: warm-up ${WARMUP}s"
+    local name=$1 round=$2 port=${PORT[$1]} pid=${PID_OF[$1]:-} # no proxy pid for direct(gs-1)
+    local url="http://127.0.0.1:$port$GETMAP_PATH" out="$TMP/wrk-$1-r$2"
+    log "round $round/$ROUNDS, $name: warm-up ${WARMUP}s, then ${DURATION}s measured"
     timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" --timeout 5s \
         -s "$LUA_COUNT" "$url" >"$out-warmup.txt" 2>&1 || { cat "$out-warmup.txt" >&2; fail "$name: warm-up wrk failed"; }
-    check_wrk "$name (warm-up)" "$out-warmup.txt"
-    # Load spread under load (from the warm-up) and with sequential requests (curl).
+    check_wrk "$name (warm-up, round $round)" "$out-warmup.txt"
+
+    # The load spread: under load (the warm-up's counts) and with sequential requests (curl).
     local under_load nodes_seen seq
-    under_load=$(awk '$1 == "node" { printf "%s%s=%s", (n++ ? "," : ""), $2, $3 }' "$out-warmup.txt")
+    under_load=$(awk '$1 == "node" { print $2 "=" $3 }' "$out-warmup.txt" | sort | paste -sd, -)
     nodes_seen=$(awk '$1 == "node" && $2 != "(none)" { n++ } END { print n + 0 }' "$out-warmup.txt")
     seq=$(curl_spread "$port")
     SPREAD[$name]="load: ${under_load:-none}; seq: ${seq:-none}"
     if [[ $name != direct* ]]; then
-        ((nodes_seen >= 2)) || fail "$name: under load all answers came from ${under_load:-no node}"
+        ((nodes_seen >= 2)) || fail "$name: under load every answer came from ${under_load:-no node}"
         (($(tr ',' '\n' <<<"$seq" | grep -c .) >= 2)) || fail "$name: 12 sequential requests all went to ${seq:-no node}"
     fi
 
-    log "$name: measuring ${DURATION}s, $CONNECTIONS connections, $THREADS thread(s)"
-    local t0=0 t1=0
-    [[ -z $pid ]] || t0=$(cpu_ticks "$pid")
+    # The measured run, with the CPU used meanwhile by the proxy, the nodes, wrk and the machine.
+    local p0=0 p1=0 n0 n1 w0 w1 m0 m1
+    [[ -z $pid ]] || p0=$(cpu_ticks "$pid")
+    n0=$(cpu_ticks "${NODE_PIDS[@]}") m0=$(machine_ticks)
+    children_ticks
+    w0=$CHILD_TICKS
     timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s --latency \
         "$url" >"$out.txt" 2>&1 || { cat "$out.txt" >&2; fail "$name: wrk failed"; }
-    [[ -z $pid ]] || t1=$(cpu_ticks "$pid")
-    check_wrk "$name" "$out.txt"
-    RPS[$name]=$(awk '/^Requests\/sec:/ { print $2 }' "$out.txt")
-    P50[$name]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out.txt")")
-    P99[$name]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out.txt")")
-    CPU[$name]=$([[ -z $pid ]] && echo "-" || awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$DURATION" 'BEGIN { printf "%.2f", d / hz / s }')
-    [[ -n ${RPS[$name]} && ${P50[$name]} != nan && ${P99[$name]} != nan ]] || { cat "$out.txt" >&2; fail "$name: cannot parse wrk's output"; }
-    # The proxy must have survived the run.
+    [[ -z $pid ]] || p1=$(cpu_ticks "$pid")
+    n1=$(cpu_ticks "${NODE_PIDS[@]}") m1=$(machine_ticks)
+    children_ticks
+    w1=$CHILD_TICKS
+    check_wrk "$name (round $round)" "$out.txt"
+
+    local rps p50 p99
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out.txt")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out.txt")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out.txt")")
+    if [[ -z $rps || $p50 == nan || $p99 == nan ]]; then
+        cat "$out.txt" >&2
+        fail "$name: cannot parse wrk's output"
+        return 0
+    fi
+    RPS[$name]+="$rps " P50[$name]+="$p50 " P99[$name]+="$p99 "
+    [[ -z $pid ]] || CPU[$name]+="$(cores $((p1 - p0))) "
+    NODECPU[$name]+="$(cores $((n1 - n0))) "
+    # Busy CPU not used by the proxy, the nodes or wrk: other work on the machine (e.g. a
+    # build), plus kernel threads. Much more than ~0.2 cores means a noisy run.
+    OTHER[$name]+="$(cores $((m1 - m0 - (p1 - p0) - (n1 - n0) - (w1 - w0)))) "
     if [[ -n $pid ]] && ! alive "$pid"; then show_log "$name"; fail "$name died during the run"; fi
 }
 
-log "benchmark: DURATION=${DURATION}s CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=${WARMUP}s, GetMap on 127.0.0.1"
-bench "direct(gs-1)" "${NODE_PORTS[0]}"
-bench geolb "$GEOLB_PORT" "$PID_geolb"
-bench haproxy "$HAPROXY_PORT" "$PID_haproxy"
-bench nginx "$NGINX_PORT" "$PID_nginx"
+log "benchmark: ROUNDS=$ROUNDS DURATION=${DURATION}s CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=${WARMUP}s, GetMap on 127.0.0.1"
+for ((round = 1; round <= ROUNDS; round++)); do
+    # Each round starts one target later, so that no target is always first or last.
+    for ((i = 0; i < ${#TARGETS[@]}; i++)); do
+        bench "${TARGETS[(i + round - 1) % ${#TARGETS[@]}]}" "$round"
+    done
+done
 
 # ---------------------------------------------------------------------------------------------
 # 7. Report.
 # ---------------------------------------------------------------------------------------------
+# median "V1 V2 ..." FORMAT: the median of the values, printed with FORMAT (n/a when none).
+median() {
+    tr ' ' '\n' <<<"$1" | grep . | sort -g | awk -v fmt="$2" '{ v[NR] = $1 }
+        END { if (NR == 0) print "n/a"; else printf fmt "\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "n/a" }'; }
+us_per_req() { awk -v c="$1" -v r="$2" 'BEGIN { if (c + 0 > 0 && r + 0 > 0) printf "%.1f", c * 1e6 / r; else print "-" }'; }
 
-echo
-echo "geolb e2e benchmark — $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, GetMap via 127.0.0.1"
-echo "geolb balance: ${GEOLB_BALANCE:-default (least-outstanding)}; haproxy $(haproxy -v | awk 'NR == 1 { print $3 }'); $(nginx -v 2>&1 | sed 's/^nginx version: //')"
-echo
-printf '%-14s %12s %10s %10s %10s  %s\n' target "req/s" "p50 ms" "p99 ms" "CPU cores" "answers per node (warm-up under load; 12 sequential)"
+declare -A M_RPS M_P50 M_P99 M_CPU M_NODE M_OTHER
 for t in "${TARGETS[@]}"; do
-    printf '%-14s %12s %10s %10s %10s  %s\n' "$t" "${RPS[$t]:-?}" "${P50[$t]:-?}" "${P99[$t]:-?}" "${CPU[$t]:-?}" "${SPREAD[$t]:-?}"
+    M_RPS[$t]=$(median "${RPS[$t]:-}" %.0f) M_P50[$t]=$(median "${P50[$t]:-}" %.2f) M_P99[$t]=$(median "${P99[$t]:-}" %.2f)
+    M_CPU[$t]=$(median "${CPU[$t]:-}" %.2f) M_NODE[$t]=$(median "${NODECPU[$t]:-}" %.2f) M_OTHER[$t]=$(median "${OTHER[$t]:-}" %.2f)
 done
-echo
-echo "RESULT — ratios measured in this run (absolute numbers above are for context only):"
-printf '  throughput   geolb/haproxy = %s   geolb/nginx = %s   (>1: geolb serves more req/s)\n' \
-    "$(ratio "${RPS[geolb]:-}" "${RPS[haproxy]:-}")" "$(ratio "${RPS[geolb]:-}" "${RPS[nginx]:-}")"
-printf '  p99 latency  geolb/haproxy = %s   geolb/nginx = %s   (<1: geolb has the lower p99)\n' \
-    "$(ratio "${P99[geolb]:-}" "${P99[haproxy]:-}")" "$(ratio "${P99[geolb]:-}" "${P99[nginx]:-}")"
-printf '  (proxy cost vs direct: geolb/direct throughput = %s)\n' "$(ratio "${RPS[geolb]:-}" "${RPS[direct(gs-1)]:-}")"
 
-# Anything geolb logged at warn or above during the run.
+echo
+echo "geolb e2e benchmark — $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s x $ROUNDS round(s), GetMap via 127.0.0.1"
+echo "geolb balance: ${GEOLB_BALANCE:-default (least-outstanding)}; haproxy $(haproxy -v | awk 'NR == 1 { print $3 }'); $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+((ROUNDS == 1)) || echo "(each number is the median of $ROUNDS rounds)"
+echo
+fmt='%-13s %10s %8s %8s %8s %8s %8s %8s\n'
+# shellcheck disable=SC2059
+printf "$fmt" target "req/s" "p50 ms" "p99 ms" "proxy" "proxy" "nodes" "other"
+# shellcheck disable=SC2059
+printf "$fmt" "" "" "" "" "cores" "us/req" "cores" "cores"
+for t in "${TARGETS[@]}"; do
+    # shellcheck disable=SC2059
+    printf "$fmt" "$t" "${M_RPS[$t]}" "${M_P50[$t]}" "${M_P99[$t]}" "${M_CPU[$t]/n\/a/-}" \
+        "$(us_per_req "${M_CPU[$t]}" "${M_RPS[$t]}")" "${M_NODE[$t]}" "${M_OTHER[$t]}"
+done
+if ((ROUNDS > 1)); then
+    echo
+    echo "req/s of each round (in run order), to judge the spread behind the medians:"
+    for t in "${TARGETS[@]}"; do printf '  %-13s %s\n' "$t" "${RPS[$t]:-}"; done
+fi
+echo
+echo "answers per node (last round: warm-up under load; 12 sequential requests):"
+for t in "${TARGETS[@]}"; do printf '  %-13s %s\n' "$t" "${SPREAD[$t]}"; done
+echo
+echo "RESULT — ratios measured in this run (the absolute numbers above are context only):"
+printf '  throughput   geolb/haproxy = %s   geolb/nginx = %s   (>1: geolb serves more req/s)\n' \
+    "$(ratio "${M_RPS[geolb]}" "${M_RPS[haproxy]}")" "$(ratio "${M_RPS[geolb]}" "${M_RPS[nginx]}")"
+printf '  p99 latency  geolb/haproxy = %s   geolb/nginx = %s   (<1: geolb has the lower p99)\n' \
+    "$(ratio "${M_P99[geolb]}" "${M_P99[haproxy]}")" "$(ratio "${M_P99[geolb]}" "${M_P99[nginx]}")"
+printf '  CPU/request  geolb/haproxy = %s   geolb/nginx = %s   (<1: geolb spends less CPU per request)\n' \
+    "$(ratio "$(us_per_req "${M_CPU[geolb]}" "${M_RPS[geolb]}")" "$(us_per_req "${M_CPU[haproxy]}" "${M_RPS[haproxy]}")")" \
+    "$(ratio "$(us_per_req "${M_CPU[geolb]}" "${M_RPS[geolb]}")" "$(us_per_req "${M_CPU[nginx]}" "${M_RPS[nginx]}")")"
+printf '  (geolb/direct throughput = %s: what the extra hop costs on this 2-core box)\n' \
+    "$(ratio "${M_RPS[geolb]}" "${M_RPS[direct(gs-1)]}")"
+noisy=$(for t in "${TARGETS[@]}"; do echo "${OTHER[$t]}"; done | tr ' ' '\n' | awk '$1 > 0.3 { n++ } END { print n + 0 }')
+if ((noisy)); then
+    echo "  NOTE: $noisy run(s) had > 0.3 cores busy with other work (\"other\" column): the machine was"
+    echo "  not quiet, so the ratios are noisy. Rerun on a quiet machine, or raise ROUNDS."
+fi
+
+# Anything geolb logged at warn or above.
 if [[ -s $TMP/geolb.log ]]; then
     echo
     echo "geolb logged $(wc -l <"$TMP/geolb.log") line(s) at warn+ (last 10):"
@@ -426,4 +509,4 @@ if ((${#FAILURES[@]})); then
     exit 1
 fi
 echo
-echo "OK: every proxy spread the load, no non-2xx responses, no socket errors."
+echo "OK: every proxy spread the load; no non-2xx responses, no socket errors."

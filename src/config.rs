@@ -24,26 +24,48 @@ pub struct Config {
     pub routing: Routing,
     pub routes: Vec<RouteRule>,
     pub health: Health,
+    pub passive: Passive,
+    pub retries: Retries,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
     pub forwarding: Forwarding,
     pub nodes: Vec<NodeSpec>,
 }
 
 /// `[listen]`: the client-facing listeners.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Listen {
     /// Plain listeners serving HTTP/1.1 and h2c. Default `["0.0.0.0:8080"]`.
-    #[serde(default = "default_http")]
     pub http: Vec<SocketAddr>,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish. Default `8s` (under
+    /// docker's 10 s).
+    pub shutdown_grace: Dur,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            http: vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
+            shutdown_grace: Dur::secs(8),
+        }
+    }
 }
 
 /// `[admin]`: the operator's listener (`GET /status`).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Admin {
     /// Default `127.0.0.1:9090`.
-    #[serde(default = "default_admin")]
     pub listen: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
 }
 
 /// What happens when a better master candidate comes back.
@@ -70,20 +92,31 @@ pub enum Balance {
 
 /// `[routing]`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Routing {
     /// GeoServer's context path; `""` for a server mounted at `/`. Default `/geoserver`.
-    #[serde(default = "default_context_path")]
     pub context_path: String,
     /// Default `sticky`.
-    #[serde(default)]
     pub failback: Failback,
     /// Default `least-outstanding`.
-    #[serde(default)]
     pub balance: Balance,
     /// Bytes of a POST body the classifier may read to find the operation. Default 65536.
-    #[serde(default = "default_lookahead")]
     pub lookahead: usize,
+    /// A node re-admitted after being down gets a share of reads that grows linearly over this
+    /// long. Default `30s`; `0s` disables.
+    pub slow_start: Dur,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            context_path: "/geoserver".into(),
+            failback: Failback::default(),
+            balance: Balance::default(),
+            lookahead: 64 * 1024,
+            slow_start: Dur::secs(30),
+        }
+    }
 }
 
 /// Which pool a request goes to.
@@ -111,46 +144,187 @@ pub struct RouteRule {
 
 /// `[health]`: the active watchdog, one per node.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Health {
     /// Path and query probed on every node. Default: a WMS 1.3.0 GetCapabilities under the context.
-    #[serde(default = "default_health_path")]
     pub path: String,
     /// Default `2s`.
-    #[serde(default = "default_interval")]
     pub interval: Dur,
     /// Default `1s`.
-    #[serde(default = "default_timeout")]
     pub timeout: Dur,
     /// Consecutive passes that re-admit an ejected node. Default 2.
-    #[serde(default = "default_rise")]
     pub rise: u32,
     /// Consecutive failures that eject a node. Default 3.
-    #[serde(default = "default_fall")]
     pub fall: u32,
     /// Statuses that count as a pass. Default `[200]`.
-    #[serde(default = "default_expect_status")]
     pub expect_status: Vec<u16>,
     /// A substring the body must contain. Default `WMS_Capabilities` (GeoServer reports OGC errors with
     /// HTTP 200); `""` disables the body check.
-    #[serde(default = "default_expect_body")]
     pub expect_body: String,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            path: "/geoserver/ows?service=WMS&version=1.3.0&request=GetCapabilities".into(),
+            interval: Dur::secs(2),
+            timeout: Dur::secs(1),
+            rise: 2,
+            fall: 3,
+            expect_status: vec![200],
+            expect_body: "WMS_Capabilities".into(),
+        }
+    }
+}
+
+/// `[passive]`: outlier detection from live traffic.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Passive {
+    /// Consecutive live failures (connect errors, timeouts, 5xx) that eject a node at once, before its
+    /// next check; active checks re-admit it. Default 5; 0 disables.
+    pub consecutive_failures: u32,
+    /// At most this share of the nodes may be ejected passively at once. Default 50.
+    pub max_ejected_percent: u32,
+}
+
+impl Default for Passive {
+    fn default() -> Self {
+        Passive {
+            consecutive_failures: 5,
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+/// `[retries]`: idempotent reads retried on another node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retries {
+    /// Further attempts, each on a node not tried yet. Default 2; 0 disables.
+    pub max: u32,
+    /// Retries may add at most this share of load (percent of requests over `budget_window`).
+    /// Default 20.
+    pub budget_percent: u32,
+    /// Retries always allowed per second, whatever the share. Default 10.
+    pub budget_min_per_second: u32,
+    /// The sliding window of the budget. Default `10s`.
+    pub budget_window: Dur,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            max: 2,
+            budget_percent: 20,
+            budget_min_per_second: 10,
+            budget_window: Dur::secs(10),
+        }
+    }
+}
+
+/// `[limits]`: what geolb accepts from clients and sends to each node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Requests in flight per node; 0 = unlimited (default). Like haproxy's `maxconn` per server.
+    pub max_requests: usize,
+    /// Requests that may wait for a free slot when every eligible node is at `max_requests`.
+    /// Default 1000.
+    pub queue_size: usize,
+    /// How long a request may wait for a slot before it gets 503. Default `5s`.
+    pub queue_timeout: Dur,
+    /// Largest request head (request line and headers), bytes. Default 65536.
+    pub max_header_bytes: usize,
+    /// Most request headers. Default 100.
+    pub max_headers: usize,
+    /// Largest request body, bytes; 0 = unlimited (default).
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_requests: 0,
+            queue_size: 1000,
+            queue_timeout: Dur::secs(5),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body: 0,
+        }
+    }
+}
+
+/// `[timeouts]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// Connecting to a node. Default `5s`.
+    pub connect: Dur,
+    /// A client must send a whole request head within this, counted from when its connection is
+    /// idle (new, or after the previous response): it is also the keep-alive idle timeout, like
+    /// haproxy's `timeout http-request`. Default `10s`.
+    pub client_headers: Dur,
+    /// OGC reads.
+    pub reads: ClassTimeouts,
+    /// Master traffic: UI, REST, WFS-T, WPS (which can legitimately take minutes).
+    pub master: ClassTimeouts,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Dur::secs(5),
+            client_headers: Dur::secs(10),
+            reads: ClassTimeouts {
+                headers: Dur::secs(60),
+                idle: Dur::secs(60),
+            },
+            master: ClassTimeouts {
+                headers: Dur::secs(300),
+                idle: Dur::secs(300),
+            },
+        }
+    }
+}
+
+/// Timeouts of one traffic class.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassTimeouts {
+    /// Waiting for the node's response headers once the request is sent.
+    pub headers: Dur,
+    /// The longest silence while a body streams, either way.
+    pub idle: Dur,
+}
+
+impl Timeouts {
+    pub fn of(&self, pool: Pool) -> &ClassTimeouts {
+        match pool {
+            Pool::Reads => &self.reads,
+            Pool::Master => &self.master,
+        }
+    }
 }
 
 /// `[forwarding]`: how requests are passed to the nodes.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Forwarding {
     /// Peers (addresses or CIDR blocks) whose `X-Forwarded-Proto/Host`, `Forwarded` and
     /// `X-Forwarded-Path` are kept; from anyone else they are replaced or removed. Default `[]`.
-    #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
-    /// Default `5s`.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Dur,
     /// How long an idle pooled connection to a node is kept. Default `60s`.
-    #[serde(default = "default_pool_idle")]
     pub pool_idle_timeout: Dur,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Forwarding {
+            trusted_proxies: Vec::new(),
+            pool_idle_timeout: Dur::secs(60),
+        }
+    }
 }
 
 /// `[[nodes]]` after validation.
@@ -176,22 +350,22 @@ impl NodeSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text)
-            .map(Dur)
-            .map_err(serde::de::Error::custom)
+impl Dur {
+    pub const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("invalid duration `{text}`: expected a number and a unit, like 500ms, 2s or 1m");
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) if d.is_zero() => Err(format!("invalid duration `{text}`: must be more than zero")),
-        Ok(d) => Ok(d),
-        Err(_) => Err(bad()),
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map(Dur)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "invalid duration `{text}`: expected a number and a unit, like 500ms, 2s or 1m"
+                ))
+            })
     }
 }
 
@@ -232,22 +406,19 @@ impl ConfigError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct FileConfig {
-    #[serde(default = "default_listen")]
     listen: Listen,
-    #[serde(default = "default_admin_section")]
     admin: Admin,
-    #[serde(default = "default_routing")]
     routing: Routing,
-    #[serde(default)]
     routes: Vec<RouteRule>,
-    #[serde(default = "default_health")]
     health: Health,
-    #[serde(default = "default_forwarding")]
+    passive: Passive,
+    retries: Retries,
+    limits: Limits,
+    timeouts: Timeouts,
     forwarding: Forwarding,
-    #[serde(default)]
     nodes: Vec<FileNode>,
 }
 
@@ -426,6 +597,47 @@ impl FileConfig {
                 "must list HTTP statuses between 100 and 599",
             ));
         }
+        let t = &self.timeouts;
+        let must_be_positive = [
+            ("health.interval", h.interval),
+            ("health.timeout", h.timeout),
+            ("timeouts.connect", t.connect),
+            ("timeouts.client_headers", t.client_headers),
+            ("timeouts.reads.headers", t.reads.headers),
+            ("timeouts.reads.idle", t.reads.idle),
+            ("timeouts.master.headers", t.master.headers),
+            ("timeouts.master.idle", t.master.idle),
+            ("limits.queue_timeout", self.limits.queue_timeout),
+            ("retries.budget_window", self.retries.budget_window),
+            (
+                "forwarding.pool_idle_timeout",
+                self.forwarding.pool_idle_timeout,
+            ),
+        ];
+        if let Some((key, _)) = must_be_positive.iter().find(|(_, d)| d.0.is_zero()) {
+            return Err(ConfigError::at(*key, None, "must be more than zero"));
+        }
+        if self.passive.max_ejected_percent > 100 {
+            return Err(ConfigError::at(
+                "passive.max_ejected_percent",
+                None,
+                "a percentage: 0 to 100",
+            ));
+        }
+        if self.limits.max_header_bytes < 8192 {
+            return Err(ConfigError::at(
+                "limits.max_header_bytes",
+                None,
+                "must be at least 8192",
+            ));
+        }
+        if self.limits.max_headers == 0 {
+            return Err(ConfigError::at(
+                "limits.max_headers",
+                None,
+                "must be at least 1",
+            ));
+        }
         if self.nodes.is_empty() {
             return Err(ConfigError::at(
                 "nodes",
@@ -480,6 +692,10 @@ impl FileConfig {
             routing: self.routing,
             routes: self.routes,
             health: self.health,
+            passive: self.passive,
+            retries: self.retries,
+            limits: self.limits,
+            timeouts: self.timeouts,
             forwarding: self.forwarding,
             nodes,
         })
@@ -510,81 +726,6 @@ fn parse_node_url(text: &str) -> Result<Authority, String> {
 fn yes() -> bool {
     true
 }
-fn default_http() -> Vec<SocketAddr> {
-    vec![SocketAddr::from(([0, 0, 0, 0], 8080))]
-}
-fn default_admin() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9090))
-}
-fn default_listen() -> Listen {
-    Listen {
-        http: default_http(),
-    }
-}
-fn default_admin_section() -> Admin {
-    Admin {
-        listen: default_admin(),
-    }
-}
-fn default_context_path() -> String {
-    "/geoserver".into()
-}
-fn default_lookahead() -> usize {
-    64 * 1024
-}
-fn default_routing() -> Routing {
-    Routing {
-        context_path: default_context_path(),
-        failback: Failback::default(),
-        balance: Balance::default(),
-        lookahead: default_lookahead(),
-    }
-}
-fn default_health_path() -> String {
-    "/geoserver/ows?service=WMS&version=1.3.0&request=GetCapabilities".into()
-}
-fn default_interval() -> Dur {
-    Dur(Duration::from_secs(2))
-}
-fn default_timeout() -> Dur {
-    Dur(Duration::from_secs(1))
-}
-fn default_rise() -> u32 {
-    2
-}
-fn default_fall() -> u32 {
-    3
-}
-fn default_expect_status() -> Vec<u16> {
-    vec![200]
-}
-fn default_expect_body() -> String {
-    "WMS_Capabilities".into()
-}
-fn default_health() -> Health {
-    Health {
-        path: default_health_path(),
-        interval: default_interval(),
-        timeout: default_timeout(),
-        rise: default_rise(),
-        fall: default_fall(),
-        expect_status: default_expect_status(),
-        expect_body: default_expect_body(),
-    }
-}
-fn default_connect_timeout() -> Dur {
-    Dur(Duration::from_secs(5))
-}
-fn default_pool_idle() -> Dur {
-    Dur(Duration::from_secs(60))
-}
-fn default_forwarding() -> Forwarding {
-    Forwarding {
-        trusted_proxies: Vec::new(),
-        connect_timeout: default_connect_timeout(),
-        pool_idle_timeout: default_pool_idle(),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -606,8 +747,12 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let c = Config::parse(MINIMAL).unwrap();
-        assert_eq!(c.listen.http, default_http());
-        assert_eq!(c.admin.listen, default_admin());
+        assert_eq!(c.listen.http, vec!["0.0.0.0:8080".parse().unwrap()]);
+        assert_eq!(c.admin.listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(c.timeouts.master.headers, Dur::secs(300));
+        assert_eq!(c.routing.slow_start, Dur::secs(30));
+        assert_eq!(c.retries.max, 2);
+        assert_eq!(c.limits.max_requests, 0);
         assert_eq!(c.routing.context_path, "/geoserver");
         assert_eq!(c.health.interval.0, Duration::from_secs(2));
         assert_eq!((c.health.rise, c.health.fall), (2, 3));

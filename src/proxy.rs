@@ -39,7 +39,7 @@ impl Proxy {
     pub fn new(config: &Config, cluster: Arc<ArcSwap<Snapshot>>) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.forwarding.connect_timeout.0));
+        connector.set_connect_timeout(Some(config.timeouts.connect.0));
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.forwarding.pool_idle_timeout.0)

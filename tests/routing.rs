@@ -308,12 +308,25 @@ async fn status_reports_nodes_and_master() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_takes_each_reader_in_turn() {
-    let opts = Options { routing: "balance = \"round-robin\"", ..Options::default() };
+    let opts = Options {
+        routing: "balance = \"round-robin\"",
+        ..Options::default()
+    };
     let h = Harness::start_with(THREE, opts).await;
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..30 {
-        *counts.entry(h.get("/geoserver/wms?request=GetMap").await.node().to_string()).or_default() += 1;
+        *counts
+            .entry(
+                h.get("/geoserver/wms?request=GetMap")
+                    .await
+                    .node()
+                    .to_string(),
+            )
+            .or_default() += 1;
     }
     assert_eq!(counts.len(), 3, "{counts:?}");
-    assert!(counts.values().all(|&c| c == 10), "exactly one in three each: {counts:?}");
+    assert!(
+        counts.values().all(|&c| c == 10),
+        "exactly one in three each: {counts:?}"
+    );
 }

@@ -68,13 +68,22 @@ fn pick(c: &mut Criterion) {
     let mut rng = fastrand::Rng::with_seed(1);
     let mut group = c.benchmark_group("pick");
     group.bench_function("p2c_8_nodes", |b| {
-        b.iter(|| pick_p2c(black_box(loads.len()), |i| loads[i], &mut rng))
+        b.iter(|| pick_p2c(black_box(loads.len()), &mut rng, |i| Some((loads[i], 1.0))))
+    });
+    group.bench_function("p2c_8_nodes_one_warming", |b| {
+        b.iter(|| {
+            pick_p2c(black_box(loads.len()), &mut rng, |i| {
+                Some((loads[i], if i == 2 { 0.3 } else { 1.0 }))
+            })
+        })
     });
     let mut ticket = 0usize;
     group.bench_function("round_robin_8_nodes", |b| {
         b.iter(|| {
             ticket += 1;
-            pick_round_robin(black_box(loads.len()), ticket)
+            pick_round_robin(black_box(loads.len()), ticket, &mut rng, |i| {
+                Some((loads[i], 1.0))
+            })
         })
     });
     group.finish();

@@ -1,51 +1,139 @@
-//! Picking a node among the healthy readers: pure functions over the candidates' loads.
+//! Picking a node among the candidates of a pool: pure functions over what each candidate reports
+//! (eligible or not, requests in flight, slow-start weight).
 //!
-//! `least-outstanding` is classic power of two choices (Mitzenmacher): draw two distinct readers at
-//! random and keep the one with fewer requests in flight (the first on a tie). Not sozu's variant,
-//! which keeps the two least-loaded nodes and flips a coin.
+//! `least-outstanding` is classic power of two choices (Mitzenmacher): draw two distinct candidates
+//! at random and keep the one with fewer requests in flight (the first on a tie). Not sozu's variant,
+//! which keeps the two least-loaded nodes and flips a coin. A candidate warming up after
+//! re-admission has a weight below 1: it is drawn less often (rejection sampling), so its share
+//! ramps up with the weight.
 
-/// Power of two choices over `n` candidates whose in-flight counts `load(i)` reports.
-/// Returns `None` only when `n == 0`.
-pub fn pick_p2c(n: usize, load: impl Fn(usize) -> usize, rng: &mut fastrand::Rng) -> Option<usize> {
-    match n {
-        0 => None,
-        1 => Some(0),
+/// What the picker needs to know of candidate `i`: `None` when it cannot take the request (already
+/// tried, at its concurrency cap), else its in-flight count and weight in `(0, 1]`.
+pub type Candidate = Option<(usize, f64)>;
+
+/// Draws made for one choice before falling back to a scan.
+const DRAWS: usize = 4;
+
+/// Power of two choices over `n` candidates. Returns `None` only when no candidate is eligible.
+pub fn pick_p2c(
+    n: usize,
+    rng: &mut fastrand::Rng,
+    cand: impl Fn(usize) -> Candidate,
+) -> Option<usize> {
+    if n == 0 {
+        return None;
+    }
+    let a = draw(n, rng, &cand, None);
+    let b = if n > 1 { draw(n, rng, &cand, a) } else { None };
+    debug_assert!(a.is_none() || a != b);
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if load(&cand, b) < load(&cand, a) {
+            b
+        } else {
+            a
+        }),
+        (Some(a), None) if n == 1 => Some(a),
+        // Draws kept failing (many candidates ineligible or warming): the least loaded eligible one.
         _ => {
-            let a = rng.usize(..n);
-            // A second draw among the n-1 others, so the two always differ.
-            let b = (a + 1 + rng.usize(..n - 1)) % n;
-            debug_assert_ne!(a, b);
-            Some(if load(b) < load(a) { b } else { a })
+            let start = rng.usize(..n);
+            (0..n)
+                .map(|k| (start + k) % n)
+                .filter(|&i| cand(i).is_some())
+                .min_by_key(|&i| load(&cand, i))
         }
     }
 }
 
-/// Round robin: the `ticket`-th candidate, wrapping.
-pub fn pick_round_robin(n: usize, ticket: usize) -> Option<usize> {
-    (n > 0).then(|| ticket % n)
+/// Round robin from `ticket`, skipping ineligible candidates; a warming candidate is skipped with
+/// probability `1 - weight`.
+pub fn pick_round_robin(
+    n: usize,
+    ticket: usize,
+    rng: &mut fastrand::Rng,
+    cand: impl Fn(usize) -> Candidate,
+) -> Option<usize> {
+    let order = (0..n).map(|k| (ticket + k) % n.max(1));
+    order
+        .clone()
+        .find(|&i| cand(i).is_some_and(|(_, w)| w >= 1.0 || rng.f64() < w))
+        .or_else(|| order.into_iter().find(|&i| cand(i).is_some()))
+}
+
+/// A draw accepted with probability equal to the candidate's weight, distinct from `other`.
+fn draw(
+    n: usize,
+    rng: &mut fastrand::Rng,
+    cand: &impl Fn(usize) -> Candidate,
+    other: Option<usize>,
+) -> Option<usize> {
+    for _ in 0..DRAWS {
+        let i = match other {
+            // Among the n-1 others, so the two draws always differ.
+            Some(o) => (o + 1 + rng.usize(..n - 1)) % n,
+            None => rng.usize(..n),
+        };
+        if let Some((_, w)) = cand(i) {
+            if w >= 1.0 || rng.f64() < w {
+                return Some(i);
+            }
+        }
+    }
+    None
+}
+
+fn load(cand: &impl Fn(usize) -> Candidate, i: usize) -> usize {
+    cand(i).map_or(usize::MAX, |(load, _)| load)
+}
+
+/// The slow-start weight of a node admitted `elapsed` ago: a linear ramp over `ramp`, never below 5 %.
+pub fn slow_start_weight(elapsed: std::time::Duration, ramp: std::time::Duration) -> f64 {
+    if ramp.is_zero() || elapsed >= ramp {
+        1.0
+    } else {
+        (elapsed.as_secs_f64() / ramp.as_secs_f64()).max(0.05)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn loads(l: &[usize]) -> impl Fn(usize) -> Candidate + '_ {
+        |i| Some((l[i], 1.0))
+    }
 
     #[test]
-    fn empty_and_single() {
+    fn empty_single_and_ineligible() {
         let mut rng = fastrand::Rng::with_seed(1);
-        assert_eq!(pick_p2c(0, |_| 0, &mut rng), None);
-        assert_eq!(pick_p2c(1, |_| 99, &mut rng), Some(0));
-        assert_eq!(pick_round_robin(0, 5), None);
-        assert_eq!(pick_round_robin(3, 5), Some(2));
+        assert_eq!(pick_p2c(0, &mut rng, |_| Some((0, 1.0))), None);
+        assert_eq!(pick_p2c(1, &mut rng, |_| Some((99, 1.0))), Some(0));
+        assert_eq!(pick_p2c(3, &mut rng, |_| None), None);
+        for _ in 0..100 {
+            assert_eq!(
+                pick_p2c(5, &mut rng, |i| (i == 3).then_some((7, 1.0))),
+                Some(3),
+                "the only eligible one"
+            );
+        }
+        assert_eq!(pick_round_robin(0, 5, &mut rng, |_| Some((0, 1.0))), None);
+        assert_eq!(
+            pick_round_robin(3, 5, &mut rng, |_| Some((0, 1.0))),
+            Some(2)
+        );
+        assert_eq!(
+            pick_round_robin(3, 5, &mut rng, |i| (i != 2).then_some((0, 1.0))),
+            Some(0)
+        );
     }
 
     #[test]
     fn p2c_avoids_the_busiest_and_spreads_evenly() {
         let mut rng = fastrand::Rng::with_seed(7);
-        let loads = [0usize, 0, 1000];
         let mut counts = [0usize; 3];
         for _ in 0..3000 {
-            counts[pick_p2c(3, |i| loads[i], &mut rng).unwrap()] += 1;
+            counts[pick_p2c(3, &mut rng, loads(&[0, 0, 1000])).unwrap()] += 1;
         }
         assert_eq!(
             counts[2], 0,
@@ -54,7 +142,7 @@ mod tests {
         assert!(counts[0] > 1200 && counts[1] > 1200, "{counts:?}");
         let mut counts = [0usize; 4];
         for _ in 0..4000 {
-            counts[pick_p2c(4, |_| 0, &mut rng).unwrap()] += 1;
+            counts[pick_p2c(4, &mut rng, loads(&[0; 4])).unwrap()] += 1;
         }
         assert!(
             counts.iter().all(|&c| c > 800),
@@ -62,16 +150,46 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_warming_node_gets_a_smaller_share() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut counts = [0usize; 3];
+        for _ in 0..6000 {
+            let i = pick_p2c(3, &mut rng, |i| Some((0, if i == 0 { 0.1 } else { 1.0 }))).unwrap();
+            counts[i] += 1;
+        }
+        assert!(
+            counts[0] * 4 < counts[1],
+            "weight 0.1 gets much less: {counts:?}"
+        );
+        assert!(counts[0] > 0, "but not nothing: {counts:?}");
+    }
+
+    #[test]
+    fn slow_start_ramps_linearly() {
+        let ramp = Duration::from_secs(30);
+        assert_eq!(slow_start_weight(Duration::ZERO, ramp), 0.05);
+        assert_eq!(slow_start_weight(Duration::from_secs(15), ramp), 0.5);
+        assert_eq!(slow_start_weight(Duration::from_secs(31), ramp), 1.0);
+        assert_eq!(slow_start_weight(Duration::ZERO, Duration::ZERO), 1.0);
+    }
+
     proptest! {
         #[test]
-        fn p2c_picks_in_range_and_never_the_strictly_worst(seed: u64, loads in prop::collection::vec(0usize..10, 1..16)) {
+        fn p2c_picks_an_eligible_candidate_and_never_the_strictly_worst(
+            seed: u64,
+            cands in prop::collection::vec(prop::option::weighted(0.8, 0usize..10), 1..16),
+        ) {
             let mut rng = fastrand::Rng::with_seed(seed);
-            let i = pick_p2c(loads.len(), |i| loads[i], &mut rng).unwrap();
-            prop_assert!(i < loads.len());
-            let max = *loads.iter().max().unwrap();
-            let maxes = loads.iter().filter(|&&l| l == max).count();
-            if loads.len() > 1 && maxes == 1 {
-                prop_assert!(loads[i] < max);
+            let picked = pick_p2c(cands.len(), &mut rng, |i| cands[i].map(|l| (l, 1.0)));
+            let eligible: Vec<usize> = cands.iter().flatten().copied().collect();
+            prop_assert_eq!(picked.is_some(), !eligible.is_empty());
+            if let Some(i) = picked {
+                prop_assert!(cands[i].is_some());
+                let max = *eligible.iter().max().unwrap();
+                if eligible.len() > 1 && eligible.iter().filter(|&&l| l == max).count() == 1 {
+                    prop_assert!(cands[i].unwrap() < max);
+                }
             }
         }
     }

@@ -1,35 +1,46 @@
 //! Nodes, pools and master election. The routing state is one immutable [`Snapshot`] published
 //! through `arc-swap`: a request does one `load`, and only the cluster task ([`Cluster::run`]), fed by
-//! the watchdogs, builds and stores new ones.
+//! the watchdogs and by passive failure reports from the data path, builds and stores new ones.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::uri::Authority;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
+use crate::balance::{pick_p2c, pick_round_robin, slow_start_weight};
 use crate::classify::Classifier;
-use crate::config::{Balance, Config, Failback, NodeSpec};
+use crate::config::{Balance, Config, Failback, NodeSpec, Pool};
 use crate::health::{self, CheckResult, HealthState, Observation, State};
 
 /// One configured GeoServer node. Shared by every snapshot; its counters live as long as it does.
 #[derive(Debug)]
 pub struct Node {
     pub spec: NodeSpec,
+    /// Position in [`Snapshot::nodes`].
+    pub index: usize,
     /// `http://host:port`.
     pub origin: String,
     in_flight: AtomicUsize,
+    /// Consecutive failures seen on live traffic (passive health).
+    failures: AtomicU32,
     last_check: ArcSwapOption<CheckResult>,
+    /// Woken when a slot frees up, for requests queued at `max_requests`; `None` when uncapped.
+    slot_freed: Option<Arc<Notify>>,
 }
 
 impl Node {
-    pub fn new(spec: NodeSpec) -> Node {
+    pub fn new(spec: NodeSpec, index: usize, slot_freed: Option<Arc<Notify>>) -> Node {
         Node {
             origin: spec.origin(),
             spec,
+            index,
             in_flight: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
             last_check: ArcSwapOption::empty(),
+            slot_freed,
         }
     }
 
@@ -46,14 +57,34 @@ impl Node {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Counts a request as in flight until the guard drops.
-    pub fn start_request(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+    /// Takes an in-flight slot unless `max` (0 = unlimited) are taken; held until the guard drops.
+    pub fn try_start_request(self: &Arc<Self>, max: usize) -> Option<InFlight> {
+        if max == 0 {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .ok()?;
+        }
+        Some(InFlight(self.clone()))
     }
 
     pub fn last_check(&self) -> Option<Arc<CheckResult>> {
         self.last_check.load_full()
+    }
+
+    /// Records a live-traffic outcome; returns true when this failure reaches `threshold` in a row.
+    pub fn record(&self, ok: bool, threshold: u32) -> bool {
+        if ok {
+            if self.failures.load(Ordering::Relaxed) != 0 {
+                self.failures.store(0, Ordering::Relaxed);
+            }
+            false
+        } else {
+            threshold > 0 && self.failures.fetch_add(1, Ordering::Relaxed) + 1 == threshold
+        }
     }
 }
 
@@ -63,8 +94,21 @@ pub struct InFlight(Arc<Node>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+        if let Some(notify) = &self.0.slot_freed {
+            notify.notify_waiters();
+        }
     }
+}
+
+/// The outcome of asking a pool for a node.
+#[derive(Debug)]
+pub enum Acquire {
+    Got(Arc<Node>, InFlight),
+    /// Every eligible node is at `max_requests`: wait for a slot.
+    Busy,
+    /// No node can take it: the pool is empty, or every node in it was tried already.
+    Empty,
 }
 
 /// Everything a request needs to be routed, immutable once published.
@@ -79,25 +123,66 @@ pub struct Snapshot {
     pub master: Option<usize>,
     pub classifier: Arc<Classifier>,
     pub balance: Balance,
+    /// When each node was re-admitted after being down, while its slow start may still run.
+    admitted: Box<[Option<Instant>]>,
+    slow_start: Duration,
     /// Round-robin position.
     ticket: AtomicUsize,
 }
 
 impl Snapshot {
-    /// Picks a reader, or `None` when no node can serve reads.
-    pub fn pick_reader(&self, rng: &mut fastrand::Rng) -> Option<&Arc<Node>> {
-        let readers = &self.readers;
-        let i = match self.balance {
-            Balance::LeastOutstanding => {
-                crate::balance::pick_p2c(readers.len(), |i| self.nodes[readers[i]].in_flight(), rng)
+    /// Takes a slot on a node of `pool`: a reader not in `tried` (by index) and under `max` (0 =
+    /// unlimited) requests, or the master.
+    pub fn acquire(
+        &self,
+        pool: Pool,
+        tried: &[usize],
+        max: usize,
+        rng: &mut fastrand::Rng,
+    ) -> Acquire {
+        let node = match pool {
+            Pool::Master => match self.master() {
+                Some(node) => node,
+                None => return Acquire::Empty,
+            },
+            Pool::Reads => {
+                let readers = &self.readers;
+                if readers.iter().all(|i| tried.contains(i)) {
+                    return Acquire::Empty;
+                }
+                let now = self.admitted.iter().any(Option::is_some).then(Instant::now);
+                let cand = |i: usize| {
+                    let node = &self.nodes[readers[i]];
+                    let load = node.in_flight();
+                    if tried.contains(&node.index) || (max > 0 && load >= max) {
+                        return None;
+                    }
+                    let weight = match (now, self.admitted[node.index]) {
+                        (Some(now), Some(at)) => {
+                            slow_start_weight(now.saturating_duration_since(at), self.slow_start)
+                        }
+                        _ => 1.0,
+                    };
+                    Some((load, weight))
+                };
+                let picked = match self.balance {
+                    Balance::LeastOutstanding => pick_p2c(readers.len(), rng, cand),
+                    Balance::RoundRobin => {
+                        let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
+                        pick_round_robin(readers.len(), ticket, rng, cand)
+                    }
+                };
+                match picked {
+                    Some(i) => &self.nodes[readers[i]],
+                    None => return Acquire::Busy,
+                }
             }
-            Balance::RoundRobin => crate::balance::pick_round_robin(
-                readers.len(),
-                self.ticket.fetch_add(1, Ordering::Relaxed),
-            ),
-        }?;
-        debug_assert_eq!(self.states[readers[i]], State::Up);
-        Some(&self.nodes[readers[i]])
+        };
+        debug_assert_eq!(self.states[node.index], State::Up);
+        match node.try_start_request(max) {
+            Some(slot) => Acquire::Got(node.clone(), slot),
+            None => Acquire::Busy,
+        }
     }
 
     pub fn master(&self) -> Option<&Arc<Node>> {
@@ -140,29 +225,48 @@ pub fn elect(
     None
 }
 
+/// May one more node be ejected passively? At most `percent` % of `total` nodes, and never the last.
+pub fn passive_ejection_allowed(already: usize, total: usize, percent: u32) -> bool {
+    let cap = total * percent as usize / 100;
+    already < cap && already + 1 < total
+}
+
+/// A report from the data path to the cluster task.
+#[derive(Debug)]
+pub enum Report {
+    /// `consecutive_failures` live failures in a row on this node.
+    Failing { node: usize, failures: u32 },
+}
+
 /// The live cluster: the published snapshot and what builds it.
 pub struct Cluster {
     shared: Arc<ArcSwap<Snapshot>>,
     config: Arc<Config>,
     health: Vec<HealthState>,
+    /// Ejected passively and not re-admitted since.
+    passive: Vec<bool>,
+    admitted: Vec<Option<Instant>>,
     candidates: Vec<Candidate>,
+    reports: mpsc::Receiver<Report>,
+    report_tx: mpsc::Sender<Report>,
 }
 
 impl Cluster {
     /// Builds the first snapshot (every node unknown, so no traffic until checks pass).
-    pub fn new(config: Arc<Config>) -> Cluster {
+    pub fn new(config: Arc<Config>, slot_freed: Arc<Notify>) -> Cluster {
+        let capped = (config.limits.max_requests > 0).then_some(slot_freed);
         let nodes: Arc<[Arc<Node>]> = config
             .nodes
             .iter()
             .cloned()
-            .map(|s| Arc::new(Node::new(s)))
+            .enumerate()
+            .map(|(i, s)| Arc::new(Node::new(s, i, capped.clone())))
             .collect();
         let mut candidates: Vec<Candidate> = nodes
             .iter()
-            .enumerate()
-            .filter_map(|(i, n)| {
+            .filter_map(|n| {
                 n.spec.master.map(|priority| Candidate {
-                    node: i,
+                    node: n.index,
                     priority,
                     state: State::Unknown,
                 })
@@ -174,27 +278,39 @@ impl Cluster {
             config.routes.clone(),
             config.routing.lookahead,
         ));
-        let health = vec![HealthState::default(); nodes.len()];
+        let n = nodes.len();
         let snapshot = Snapshot {
-            states: vec![State::Unknown; nodes.len()].into(),
+            states: vec![State::Unknown; n].into(),
             nodes,
             readers: Box::new([]),
             master: None,
             classifier,
             balance: config.routing.balance,
+            admitted: vec![None; n].into(),
+            slow_start: config.routing.slow_start.0,
             ticket: AtomicUsize::new(0),
         };
+        let (report_tx, reports) = mpsc::channel(64);
         Cluster {
             shared: Arc::new(ArcSwap::from_pointee(snapshot)),
             config,
-            health,
+            health: vec![HealthState::default(); n],
+            passive: vec![false; n],
+            admitted: vec![None; n],
             candidates,
+            reports,
+            report_tx,
         }
     }
 
     /// The handle the data path and the admin listener read.
     pub fn shared(&self) -> Arc<ArcSwap<Snapshot>> {
         self.shared.clone()
+    }
+
+    /// Where the data path reports failing nodes (never blocks: a full channel drops the report).
+    pub fn reporter(&self) -> mpsc::Sender<Report> {
+        self.report_tx.clone()
     }
 
     /// Starts a watchdog per node and applies their reports until the returned task is aborted.
@@ -204,12 +320,12 @@ impl Cluster {
         let watchdogs: Vec<_> = snapshot
             .nodes
             .iter()
-            .enumerate()
-            .map(|(i, node)| {
+            .map(|node| {
+                let health = self.config.health.clone();
                 tokio::spawn(health::watchdog(
-                    i,
+                    node.index,
                     node.authority().clone(),
-                    self.config.health.clone(),
+                    health,
                     tx.clone(),
                 ))
             })
@@ -218,8 +334,12 @@ impl Cluster {
         tokio::spawn(async move {
             // Aborting this task drops the guard, which stops the watchdogs.
             let _watchdogs = AbortOnDrop(watchdogs);
-            while let Some(obs) = rx.recv().await {
-                self.observe(obs);
+            loop {
+                tokio::select! {
+                    Some(obs) = rx.recv() => self.observe(obs),
+                    Some(report) = self.reports.recv() => self.report(report),
+                    else => return,
+                }
             }
         })
     }
@@ -239,10 +359,47 @@ impl Cluster {
         };
         if t.to == State::Up {
             tracing::info!(node = node.name(), from = %t.from, to = %t.to, reason = %detail, "node admitted");
+            node.failures.store(0, Ordering::Relaxed);
+            self.passive[obs.node] = false;
+            if t.from == State::Down {
+                self.admitted[obs.node] = Some(Instant::now());
+            }
         } else {
             tracing::warn!(node = node.name(), from = %t.from, to = %t.to, reason = %detail, "node ejected");
         }
         self.publish(&snapshot);
+    }
+
+    /// Applies a passive failure report: ejects the node at once, within the passive share.
+    pub fn report(&mut self, report: Report) {
+        let Report::Failing { node: i, failures } = report;
+        let snapshot = self.shared.load_full();
+        let Some(node) = snapshot.nodes.get(i) else {
+            return;
+        };
+        if self.health[i].state() != State::Up {
+            return;
+        }
+        let already = self.passive.iter().filter(|&&p| p).count();
+        if !passive_ejection_allowed(
+            already,
+            self.health.len(),
+            self.config.passive.max_ejected_percent,
+        ) {
+            tracing::warn!(
+                node = node.name(),
+                failures,
+                already,
+                "node failing on live traffic, but the passive ejection cap is reached: kept"
+            );
+            return;
+        }
+        if let Some(t) = self.health[i].eject() {
+            tracing::warn!(node = node.name(), from = %t.from, to = %t.to, reason = %format!("{failures} consecutive failures on live traffic"), "node ejected (passive)");
+            self.passive[i] = true;
+            node.failures.store(0, Ordering::Relaxed);
+            self.publish(&snapshot);
+        }
     }
 
     fn publish(&mut self, old: &Snapshot) {
@@ -270,6 +427,13 @@ impl Cluster {
         if readers.is_empty() && states.iter().all(|s| *s != State::Unknown) {
             tracing::error!("no healthy node serves reads: reads are unavailable");
         }
+        // Slow start only matters while it runs; later snapshots forget finished ramps.
+        let ramp = self.config.routing.slow_start.0;
+        for at in &mut self.admitted {
+            if at.is_some_and(|t| t.elapsed() >= ramp) {
+                *at = None;
+            }
+        }
         self.shared.store(Arc::new(Snapshot {
             nodes: old.nodes.clone(),
             states,
@@ -277,6 +441,8 @@ impl Cluster {
             master,
             classifier: old.classifier.clone(),
             balance: old.balance,
+            admitted: self.admitted.clone().into(),
+            slow_start: ramp,
             ticket: AtomicUsize::new(0),
         }));
     }
@@ -349,6 +515,15 @@ mod tests {
             elect(&cands(&[Up, Down, Up]), Some(1), Failback::Sticky),
             Some(0)
         );
+    }
+
+    #[test]
+    fn passive_ejection_keeps_most_of_the_pool() {
+        assert!(passive_ejection_allowed(0, 3, 50), "one of three");
+        assert!(!passive_ejection_allowed(1, 3, 50), "not two of three");
+        assert!(passive_ejection_allowed(1, 4, 50));
+        assert!(!passive_ejection_allowed(0, 1, 100), "never the last node");
+        assert!(!passive_ejection_allowed(0, 2, 0), "0 % disables");
     }
 
     #[test]

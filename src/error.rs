@@ -2,6 +2,7 @@
 //! into an HTTP answer (status, one-line body, log line).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
@@ -23,6 +24,20 @@ pub enum ProxyError {
         node: String,
         source: hyper_util::client::legacy::Error,
     },
+    /// The node sent no response headers in time.
+    #[error("node {node} did not answer within {after:?}")]
+    Timeout { node: String, after: Duration },
+    /// Every eligible node is at `limits.max_requests` and the queue is full.
+    #[error("every node is busy and the queue is full")]
+    QueueFull,
+    /// Waited in the queue for `limits.queue_timeout` without a free slot.
+    #[error("every node is busy: no free slot within {0:?}")]
+    QueueTimeout(Duration),
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
+    /// The client stopped sending its body.
+    #[error("the request body stalled for {0:?}")]
+    ClientIdle(Duration),
     /// The client's body broke while geolb read it.
     #[error("could not read the request body: {0}")]
     ClientBody(hyper::Error),
@@ -46,8 +61,14 @@ fn chain(err: &dyn std::error::Error) -> String {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoMaster | ProxyError::NoReader => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoMaster
+            | ProxyError::NoReader
+            | ProxyError::QueueFull
+            | ProxyError::QueueTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientIdle(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientBody(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }

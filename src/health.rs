@@ -102,6 +102,20 @@ impl HealthState {
     }
 }
 
+impl HealthState {
+    /// Ejects an up node at once (passive health): it then needs `rise` passes like any ejected node.
+    pub fn eject(&mut self) -> Option<Transition> {
+        (self.state == State::Up).then(|| {
+            self.state = State::Down;
+            self.streak = 0;
+            Transition {
+                from: State::Up,
+                to: State::Down,
+            }
+        })
+    }
+}
+
 /// What one probe found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckResult {
@@ -295,6 +309,22 @@ mod tests {
                 to: State::Up
             })
         );
+    }
+
+    #[test]
+    fn passive_ejection_then_rise_passes() {
+        let mut h = HealthState::default();
+        assert_eq!(h.eject(), None, "only an up node can be ejected");
+        h.observe(true, 2, 3);
+        assert_eq!(
+            h.eject(),
+            Some(Transition {
+                from: State::Up,
+                to: State::Down
+            })
+        );
+        assert_eq!(h.observe(true, 2, 3), None);
+        assert_eq!(h.observe(true, 2, 3).map(|t| t.to), Some(State::Up));
     }
 
     #[test]

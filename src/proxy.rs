@@ -1,42 +1,69 @@
-//! Forwarding one request: classify → pick → forward → record. Bodies stream both ways; only the
-//! classifier's bounded look-ahead is held, and it is replayed to the node ahead of the rest.
+//! Forwarding one request: classify → pick → forward → record, retrying idempotent reads on
+//! another node. Bodies stream both ways; only the classifier's bounded look-ahead is held, and it
+//! is replayed to the node ahead of the rest.
+
+mod body;
+mod headers;
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Version};
+use http_body::{Body as _, Frame};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
+use tokio::sync::{mpsc, Notify};
+use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::classify::{Route, Verdict};
-use crate::cluster::{InFlight, Node, Snapshot};
-use crate::config::{Config, Pool};
+use crate::cluster::{Acquire, InFlight, Node, Report};
+use crate::config::{ClassTimeouts, Config, Pool};
 use crate::error::ProxyError;
+
+pub use body::{BodyError, ForwardBody, IdleTimer, LentBody, ResponseBody};
+pub use headers::{prepare_request_headers, rewrite_location, strip_hop_by_hop};
+
+use crate::cluster::Snapshot;
 
 /// The client-facing request handler, shared by every connection of the plain listeners.
 pub struct Proxy {
     cluster: Arc<ArcSwap<Snapshot>>,
-    client: Client<HttpConnector, ForwardBody>,
-    trusted: Vec<IpNet>,
+    client: Client<HttpConnector, LentBody>,
+    config: Arc<Config>,
     /// Seconds a client is told to wait on a 503.
     retry_after: HeaderValue,
+    reports: mpsc::Sender<Report>,
+    slot_freed: Arc<Notify>,
+    queued: AtomicUsize,
+    budget: TpsBudget,
+}
+
+/// How one attempt on a node failed.
+enum Failure {
+    /// The node answered 502, 503 or 504: worth another node.
+    Status(Response<Incoming>, Arc<Node>, InFlight),
+    Connect(Arc<Node>, hyper_util::client::legacy::Error),
+    Io(Arc<Node>, hyper_util::client::legacy::Error),
+    Timeout(Arc<Node>),
 }
 
 impl Proxy {
-    pub fn new(config: &Config, cluster: Arc<ArcSwap<Snapshot>>) -> Proxy {
+    pub fn new(
+        config: Arc<Config>,
+        cluster: Arc<ArcSwap<Snapshot>>,
+        reports: mpsc::Sender<Report>,
+        slot_freed: Arc<Notify>,
+    ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeouts.connect.0));
@@ -46,11 +73,21 @@ impl Proxy {
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
         let retry_after = config.health.interval.0.as_secs_f64().ceil().max(1.0) as u64;
+        let r = &config.retries;
+        let budget = TpsBudget::new(
+            r.budget_window.0,
+            r.budget_min_per_second,
+            r.budget_percent as f32 / 100.0,
+        );
         Proxy {
             cluster,
             client,
-            trusted: config.forwarding.trusted_proxies.clone(),
             retry_after: HeaderValue::from(retry_after),
+            reports,
+            slot_freed,
+            queued: AtomicUsize::new(0),
+            budget,
+            config,
         }
     }
 
@@ -79,84 +116,327 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let snapshot = self.cluster.load_full();
         let (mut parts, body) = req.into_parts();
-        if parts.method == Method::CONNECT {
-            return Err(ProxyError::BadRequest("CONNECT is not supported"));
-        }
+        check_request(&parts, self.config.limits.max_body)?;
 
         // classify
         let query = parts.uri.query();
-        let (route, body) = match snapshot.classifier.classify_head(
+        let (route, frames, rest) = match snapshot.classifier.classify_head(
             &parts.method,
             parts.uri.path(),
             query,
             &parts.headers,
         ) {
-            Verdict::Done(route) => (route, ForwardBody::new(VecDeque::new(), body)),
+            Verdict::Done(route) => (route, VecDeque::new(), body),
             Verdict::NeedBody(plan) => {
                 let classifier = &snapshot.classifier;
-                lookahead(body, |prefix, complete| {
+                let decide = |prefix: &[u8], complete| {
                     classifier.classify_body(&plan, query, prefix, complete)
-                })
-                .await?
+                };
+                let (route, frames) = lookahead(body, decide).await?;
+                (route, frames.0, frames.1)
             }
         };
+        drop(snapshot);
         tracing::debug!(method = %parts.method, path = parts.uri.path(), pool = ?route.pool, class = %route.class, "classified");
+        let timeouts = *self.config.timeouts.of(route.pool);
+        let max_body = self.config.limits.max_body;
+        let mut body = Some(ForwardBody::new(
+            frames,
+            Some(rest),
+            timeouts.idle.0,
+            max_body,
+        ));
+        // Idempotent reads whose whole body is held can go to another node.
+        let replay = match (&body, route.pool, route.write) {
+            (Some(b), Pool::Reads, false) => b.replayable_copy(),
+            _ => None,
+        };
 
-        // pick
-        let node = pick(&snapshot, &route)?;
-        let in_flight = node.start_request();
-
-        // forward
-        let client_host = client_host(&parts);
+        let client_host = headers::client_host(&parts);
         let trusted = self.is_trusted(peer.ip());
         prepare_request_headers(&mut parts.headers, peer.ip(), client_host.as_ref(), trusted);
-        parts.uri = node_uri(node.authority(), parts.uri.path_and_query())?;
         parts.version = Version::HTTP_11;
-        let upstream = self
-            .client
-            .request(Request::from_parts(parts, body))
-            .await
-            .map_err(|source| ProxyError::Upstream {
-                node: node.name().to_string(),
-                source,
-            })?;
+        self.budget.deposit();
 
-        // record: the in-flight slot is held until the response body ends
-        let (mut parts, body) = upstream.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        if let Some(host) = &client_host {
-            rewrite_location(&mut parts.headers, node, host);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last: Option<Failure> = None;
+        loop {
+            // pick
+            let (node, slot) = match self.acquire(route.pool, &tried).await {
+                Ok(got) => got,
+                Err(err) => {
+                    return match last {
+                        Some(failure)
+                            if matches!(err, ProxyError::NoReader | ProxyError::NoMaster) =>
+                        {
+                            self.give_up(failure, client_host.as_ref(), timeouts)
+                        }
+                        _ => Err(err),
+                    }
+                }
+            };
+
+            // forward
+            let (attempt_body, lent) = match (&replay, body.take()) {
+                (Some(copy), _) => {
+                    let frames = copy.iter().cloned().map(Frame::data).collect();
+                    (
+                        LentBody::owned(ForwardBody::new(frames, None, timeouts.idle.0, max_body)),
+                        None,
+                    )
+                }
+                (None, Some(b)) => {
+                    let (lent_body, lent) = LentBody::lend(b);
+                    (lent_body, Some(lent))
+                }
+                (None, None) => {
+                    return Err(ProxyError::BadRequest("request body already consumed"))
+                }
+            };
+            let mut request = Request::new(attempt_body);
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = headers::node_uri(node.authority(), parts.uri.path_and_query())?;
+            *request.version_mut() = Version::HTTP_11;
+            *request.headers_mut() = parts.headers.clone();
+            let sent = tokio::time::timeout(timeouts.headers.0, self.client.request(request)).await;
+            // A body the attempt never read comes back for the next one.
+            body = body.or_else(|| lent.and_then(body::Lent::take_back));
+
+            // record
+            let failure = match sent {
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    self.record(&node, !status.is_server_error());
+                    if !matches!(status.as_u16(), 502..=504) {
+                        return Ok(respond(
+                            response,
+                            node,
+                            slot,
+                            client_host.as_ref(),
+                            timeouts,
+                        ));
+                    }
+                    Failure::Status(response, node, slot)
+                }
+                Ok(Err(e)) => {
+                    drop(slot);
+                    self.record(&node, false);
+                    if let Some(err) = body_error(&e) {
+                        return Err(err);
+                    }
+                    if e.is_connect() {
+                        Failure::Connect(node, e)
+                    } else {
+                        Failure::Io(node, e)
+                    }
+                }
+                Err(_elapsed) => {
+                    drop(slot);
+                    self.record(&node, false);
+                    Failure::Timeout(node)
+                }
+            };
+
+            // retry?
+            let sendable =
+                replay.is_some() || (matches!(failure, Failure::Connect(..)) && body.is_some());
+            let attempts = tried.len() as u32 + 1;
+            if !sendable || attempts > self.config.retries.max || !self.budget.withdraw() {
+                return self.give_up(failure, client_host.as_ref(), timeouts);
+            }
+            let node = failure.node();
+            tracing::debug!(
+                node = node.name(),
+                attempt = attempts,
+                "retrying on another node"
+            );
+            if route.pool == Pool::Reads {
+                tried.push(node.index);
+            }
+            last = Some(failure);
         }
-        Ok(Response::from_parts(
-            parts,
-            ResponseBody::Upstream {
-                body,
-                _in_flight: in_flight,
-            },
-        ))
+    }
+
+    /// Answers with the last failure: the node's own 502/503/504, or geolb's 502/504.
+    fn give_up(
+        &self,
+        failure: Failure,
+        client_host: Option<&HeaderValue>,
+        timeouts: ClassTimeouts,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        match failure {
+            Failure::Status(response, node, slot) => {
+                Ok(respond(response, node, slot, client_host, timeouts))
+            }
+            Failure::Connect(node, source) | Failure::Io(node, source) => {
+                Err(ProxyError::Upstream {
+                    node: node.name().to_string(),
+                    source,
+                })
+            }
+            Failure::Timeout(node) => Err(ProxyError::Timeout {
+                node: node.name().to_string(),
+                after: timeouts.headers.0,
+            }),
+        }
+    }
+
+    /// A slot on a node of `pool` (not one of `tried`), waiting in the queue when every eligible
+    /// node is at `max_requests`.
+    async fn acquire(
+        &self,
+        pool: Pool,
+        tried: &[usize],
+    ) -> Result<(Arc<Node>, InFlight), ProxyError> {
+        let limits = &self.config.limits;
+        let mut rng = fastrand::Rng::new();
+        let empty = || {
+            if pool == Pool::Master {
+                ProxyError::NoMaster
+            } else {
+                ProxyError::NoReader
+            }
+        };
+        match self
+            .cluster
+            .load()
+            .acquire(pool, tried, limits.max_requests, &mut rng)
+        {
+            Acquire::Got(node, slot) => return Ok((node, slot)),
+            Acquire::Empty => return Err(empty()),
+            Acquire::Busy => {}
+        }
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= limits.queue_size {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(ProxyError::QueueFull);
+        }
+        let _seat = Seat(&self.queued);
+        let deadline = tokio::time::Instant::now() + limits.queue_timeout.0;
+        loop {
+            let notified = self.slot_freed.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a slot freed in between is not missed.
+            notified.as_mut().enable();
+            match self
+                .cluster
+                .load()
+                .acquire(pool, tried, limits.max_requests, &mut rng)
+            {
+                Acquire::Got(node, slot) => return Ok((node, slot)),
+                Acquire::Empty => return Err(empty()),
+                Acquire::Busy => {}
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(ProxyError::QueueTimeout(limits.queue_timeout.0)),
+            }
+        }
+    }
+
+    /// Passive health: counts live failures; enough in a row reports the node to the cluster task.
+    fn record(&self, node: &Node, ok: bool) {
+        let threshold = self.config.passive.consecutive_failures;
+        if node.record(ok, threshold) {
+            let _ = self.reports.try_send(Report::Failing {
+                node: node.index,
+                failures: threshold,
+            });
+        }
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
-        !self.trusted.is_empty() && self.trusted.iter().any(|net| net.contains(&ip))
+        let trusted: &[IpNet] = &self.config.forwarding.trusted_proxies;
+        !trusted.is_empty() && trusted.iter().any(|net| net.contains(&ip))
     }
 }
 
-fn pick<'s>(snapshot: &'s Snapshot, route: &Route) -> Result<&'s Arc<Node>, ProxyError> {
-    match route.pool {
-        Pool::Reads => {
-            let mut rng = fastrand::Rng::new();
-            snapshot.pick_reader(&mut rng).ok_or(ProxyError::NoReader)
+impl Failure {
+    fn node(&self) -> &Arc<Node> {
+        match self {
+            Failure::Status(_, node, _)
+            | Failure::Connect(node, _)
+            | Failure::Io(node, _)
+            | Failure::Timeout(node) => node,
         }
-        Pool::Master => snapshot.master().ok_or(ProxyError::NoMaster),
     }
 }
+
+/// Leaves the queue when dropped.
+struct Seat<'a>(&'a AtomicUsize);
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Refuses what must never reach a node: `CONNECT`, an HTTP/1.1 request without `Host`, a declared
+/// body over `limits.max_body`.
+fn check_request(parts: &http::request::Parts, max_body: u64) -> Result<(), ProxyError> {
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    if parts.version == Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
+        return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+    }
+    if max_body > 0 {
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max_body) {
+            return Err(ProxyError::BodyTooLarge(max_body));
+        }
+    }
+    Ok(())
+}
+
+/// The response to the client: node headers cleaned, body streamed with the idle timeout, the
+/// in-flight slot held until it ends.
+fn respond(
+    response: Response<Incoming>,
+    node: Arc<Node>,
+    slot: InFlight,
+    client_host: Option<&HeaderValue>,
+    timeouts: ClassTimeouts,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(host) = client_host {
+        rewrite_location(&mut parts.headers, &node, host);
+    }
+    let body = ResponseBody::Upstream {
+        body,
+        idle: IdleTimer::new(timeouts.idle.0),
+        _in_flight: slot,
+    };
+    Response::from_parts(parts, body)
+}
+
+/// geolb's own body errors (idle client, too large) inside a client error.
+fn body_error(err: &hyper_util::client::legacy::Error) -> Option<ProxyError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(body) = e.downcast_ref::<BodyError>() {
+            return Some(match *body {
+                BodyError::TooLarge(max) => ProxyError::BodyTooLarge(max),
+                BodyError::Idle(after) => ProxyError::ClientIdle(after),
+            });
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// The frames read for classification, and the rest of the body.
+type Peeked = (VecDeque<Frame<Bytes>>, Incoming);
 
 /// Reads body frames until `decide` returns a route (it must once `lookahead` bytes are seen, or at
-/// the end), then hands back a body that replays those frames before the rest.
+/// the end), then hands back those frames and the rest.
 async fn lookahead(
     mut body: Incoming,
     mut decide: impl FnMut(&[u8], bool) -> Option<Route>,
-) -> Result<(Route, ForwardBody), ProxyError> {
+) -> Result<(Route, Peeked), ProxyError> {
     let mut frames = VecDeque::new();
     let mut scratch = BytesMut::new();
     loop {
@@ -182,7 +462,7 @@ async fn lookahead(
             frames.push_back(frame);
         }
         if let Some(route) = decided {
-            return Ok((route, ForwardBody::new(frames, body)));
+            return Ok((route, (frames, body)));
         }
         if scratch.is_empty() {
             scratch.extend_from_slice(&data);
@@ -192,332 +472,6 @@ async fn lookahead(
             return Err(ProxyError::BadRequest(
                 "request body could not be classified",
             ));
-        }
-    }
-}
-
-/// The host and port the client addressed: `Host`, or the HTTP/2 `:authority`.
-fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
-    match parts.headers.get(header::HOST) {
-        Some(host) => Some(host.clone()),
-        None => parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    }
-}
-
-fn node_uri(
-    authority: &Authority,
-    path_and_query: Option<&PathAndQuery>,
-) -> Result<Uri, ProxyError> {
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority.clone())
-        .path_and_query(
-            path_and_query
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        )
-        .build()
-        .map_err(|_| ProxyError::BadRequest("invalid request target"))
-}
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-/// Headers that steer the URLs GeoServer writes: only a trusted peer may send them.
-static UNTRUSTED_DROPPED: [HeaderName; 3] = [
-    HeaderName::from_static("forwarded"),
-    HeaderName::from_static("x-forwarded-path"),
-    HeaderName::from_static("x-forwarded-port"),
-];
-
-/// Connection-scoped headers (RFC 9110 §7.6.1) never passed on.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
-/// Removes hop-by-hop headers, those the `Connection` header names included, and `Upgrade`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-}
-
-/// Sets what the node must know about the client: keeps `Host`, sets `X-Forwarded-Proto/Host`
-/// (unless a trusted peer sent them), appends the peer to `X-Forwarded-For`.
-pub fn prepare_request_headers(
-    headers: &mut HeaderMap,
-    peer: IpAddr,
-    client_host: Option<&HeaderValue>,
-    trusted: bool,
-) {
-    strip_hop_by_hop(headers);
-    // geolb has already answered `100-continue` by reading the body; the node gets it at once.
-    headers.remove(header::EXPECT);
-    if let Some(host) = client_host {
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, host.clone());
-        }
-    }
-    if !trusted {
-        for name in &UNTRUSTED_DROPPED {
-            headers.remove(name);
-        }
-    }
-    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
-    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match client_host {
-            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
-    }
-    let mut chain = String::new();
-    for earlier in headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
-        chain.push_str(earlier);
-        chain.push_str(", ");
-    }
-    let _ = write!(chain, "{peer}");
-    // Visible ASCII and an IP address: always a valid header value.
-    if let Ok(value) = HeaderValue::try_from(chain) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
-    }
-}
-
-/// Points a `Location` that names the node's own origin at the address the client used.
-pub fn rewrite_location(headers: &mut HeaderMap, node: &Node, client_host: &HeaderValue) {
-    let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
-        return;
-    };
-    let rest = location.strip_prefix(node.origin.as_str()).or_else(|| {
-        // A node on port 80 may leave the port out.
-        (node.authority().port_u16() == Some(80))
-            .then(|| {
-                location
-                    .strip_prefix("http://")?
-                    .strip_prefix(node.authority().host())
-            })
-            .flatten()
-    });
-    let Some(rest) = rest.filter(|r| r.is_empty() || r.starts_with(['/', '?', '#'])) else {
-        return;
-    };
-    let Ok(host) = client_host.to_str() else {
-        return;
-    };
-    if let Ok(value) = HeaderValue::from_str(&format!("http://{host}{rest}")) {
-        headers.insert(header::LOCATION, value);
-    }
-}
-
-/// A request body on its way to a node: the frames the classifier looked at, then the rest.
-pub struct ForwardBody {
-    replay: VecDeque<Frame<Bytes>>,
-    replay_len: u64,
-    rest: Incoming,
-}
-
-impl ForwardBody {
-    fn new(replay: VecDeque<Frame<Bytes>>, rest: Incoming) -> Self {
-        let replay_len = replay
-            .iter()
-            .filter_map(Frame::data_ref)
-            .map(|d| d.len() as u64)
-            .sum();
-        ForwardBody {
-            replay,
-            replay_len,
-            rest,
-        }
-    }
-}
-
-impl Body for ForwardBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        if let Some(frame) = this.replay.pop_front() {
-            if let Some(data) = frame.data_ref() {
-                this.replay_len -= data.len() as u64;
-            }
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        Pin::new(&mut this.rest).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.replay.is_empty() && self.rest.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let rest = self.rest.size_hint();
-        let mut hint = SizeHint::new();
-        hint.set_lower(rest.lower() + self.replay_len);
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(upper + self.replay_len);
-        }
-        hint
-    }
-}
-
-/// A response body to a client: streamed from a node (holding its in-flight slot), or made here.
-pub enum ResponseBody {
-    Upstream {
-        body: Incoming,
-        _in_flight: InFlight,
-    },
-    Local(Full<Bytes>),
-}
-
-impl ResponseBody {
-    pub fn text(text: impl Into<Bytes>) -> Self {
-        ResponseBody::Local(Full::new(text.into()))
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ResponseBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
-            ResponseBody::Local(full) => Pin::new(full)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
-            ResponseBody::Local(full) => full.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Upstream { body, .. } => body.size_hint(),
-            ResponseBody::Local(full) => full.size_hint(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::NodeSpec;
-
-    fn node() -> Node {
-        Node::new(NodeSpec {
-            name: "n".into(),
-            authority: Authority::from_static("10.0.0.5:8080"),
-            master: None,
-            reads: true,
-        })
-    }
-
-    #[test]
-    fn forwarded_headers_are_set_and_appended() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("maps.example.org"));
-        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
-        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
-        h.insert("forwarded", HeaderValue::from_static("host=evil"));
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        let host = h.get(header::HOST).cloned();
-        prepare_request_headers(&mut h, "192.0.2.7".parse().unwrap(), host.as_ref(), false);
-        assert_eq!(h["host"], "maps.example.org");
-        assert_eq!(h["x-forwarded-host"], "maps.example.org");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 192.0.2.7");
-        for gone in ["forwarded", "connection", "x-secret", "transfer-encoding"] {
-            assert!(!h.contains_key(gone), "{gone} must be dropped");
-        }
-    }
-
-    #[test]
-    fn a_trusted_peer_keeps_its_forwarded_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-host",
-            HeaderValue::from_static("public.example"),
-        );
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        h.insert("forwarded", HeaderValue::from_static("proto=https"));
-        let host = HeaderValue::from_static("internal:8080");
-        prepare_request_headers(&mut h, "10.1.1.1".parse().unwrap(), Some(&host), true);
-        assert_eq!(h["x-forwarded-host"], "public.example");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["forwarded"], "proto=https");
-        assert_eq!(
-            h["host"], "internal:8080",
-            "an HTTP/2 :authority becomes Host"
-        );
-    }
-
-    #[test]
-    fn location_pointing_at_the_node_is_rewritten() {
-        let n = node();
-        let client = HeaderValue::from_static("maps.example.org:8000");
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::LOCATION,
-            HeaderValue::from_static("http://10.0.0.5:8080/geoserver/web/?0"),
-        );
-        rewrite_location(&mut h, &n, &client);
-        assert_eq!(
-            h["location"],
-            "http://maps.example.org:8000/geoserver/web/?0"
-        );
-        for untouched in [
-            "http://10.0.0.5:80801/x",
-            "http://other:8080/geoserver",
-            "/geoserver/web/",
-        ] {
-            h.insert(header::LOCATION, HeaderValue::from_static(untouched));
-            rewrite_location(&mut h, &n, &client);
-            assert_eq!(h["location"], untouched);
         }
     }
 }

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -21,9 +21,6 @@ use tokio::task::JoinHandle;
 use crate::cluster::{Cluster, Snapshot};
 use crate::config::Config;
 use crate::proxy::{Proxy, ResponseBody};
-
-/// How long in-flight requests may take to finish once a stop is asked for.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(8);
 
 /// Why geolb could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,11 +57,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let admin_listener = bind(config.admin.listen, "admin.listen").await?;
 
-    let cluster = Cluster::new(config.clone());
+    let slot_freed = Arc::new(tokio::sync::Notify::new());
+    let cluster = Cluster::new(config.clone(), slot_freed.clone());
     let shared = cluster.shared();
+    let proxy = Arc::new(Proxy::new(
+        config.clone(),
+        shared.clone(),
+        cluster.reporter(),
+        slot_freed,
+    ));
     let cluster_task = cluster.run();
-    let proxy = Arc::new(Proxy::new(&config, shared.clone()));
     let (stop, stopped) = watch::channel(false);
+    let connections = Connections {
+        builder: client_facing(&config),
+        grace: config.listen.shutdown_grace.0,
+    };
 
     let mut http = Vec::new();
     let mut listeners = Vec::new();
@@ -73,6 +80,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let proxy = proxy.clone();
         listeners.push(tokio::spawn(serve(
             listener,
+            connections.clone(),
             stopped.clone(),
             move |peer| {
                 let proxy = proxy.clone();
@@ -85,13 +93,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let admin = local_addr(&admin_listener);
     let admin_view = shared.clone();
-    listeners.push(tokio::spawn(serve(admin_listener, stopped, move |_peer| {
-        let view = admin_view.clone();
-        move |req: Request<Incoming>| {
-            let response = crate::admin::handle(&req, &view);
-            async move { Ok::<_, Infallible>(response) }
-        }
-    })));
+    listeners.push(tokio::spawn(serve(
+        admin_listener,
+        connections,
+        stopped,
+        move |_peer| {
+            let view = admin_view.clone();
+            move |req: Request<Incoming>| {
+                let response = crate::admin::handle(&req, &view);
+                async move { Ok::<_, Infallible>(response) }
+            }
+        },
+    )));
     for addr in &http {
         tracing::info!(%addr, "listening (HTTP/1.1, h2c)");
     }
@@ -112,9 +125,35 @@ fn local_addr(listener: &TcpListener) -> SocketAddr {
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
-/// Accepts until told to stop, then lets open connections finish within [`DEFAULT_GRACE`].
+/// How client connections are served: HTTP/1.1 and h2c with the configured limits and timeouts.
+fn client_facing(config: &Config) -> auto::Builder<TokioExecutor> {
+    let limits = &config.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Slowloris, and idle keep-alive connections: the head must come within this.
+        .header_read_timeout(config.timeouts.client_headers.0)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32);
+    builder
+}
+
+/// The connection builder and the grace period of a stop.
+#[derive(Clone)]
+struct Connections {
+    builder: auto::Builder<TokioExecutor>,
+    grace: Duration,
+}
+
+/// Accepts until told to stop, then lets open connections finish within the grace period.
 async fn serve<MakeSvc, Svc, Fut>(
     listener: TcpListener,
+    connections: Connections,
     mut stopped: watch::Receiver<bool>,
     make_service: MakeSvc,
 ) where
@@ -122,7 +161,7 @@ async fn serve<MakeSvc, Svc, Fut>(
     Svc: Fn(Request<Incoming>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = connections.builder;
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -149,7 +188,7 @@ async fn serve<MakeSvc, Svc, Fut>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(DEFAULT_GRACE, graceful.shutdown())
+    if tokio::time::timeout(connections.grace, graceful.shutdown())
         .await
         .is_err()
     {

@@ -1,0 +1,302 @@
+//! Bodies in flight: the request body sent to a node (look-ahead replayed first, idle timeout, size
+//! limit), lent to one attempt and given back if the attempt never read it, and the response body
+//! streamed to the client (holding the node's in-flight slot, idle timeout).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
+
+use crate::cluster::InFlight;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why geolb itself cut a body short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("no body data for {0:?}")]
+    Idle(Duration),
+    #[error("the request body is larger than limits.max_body ({0} bytes)")]
+    TooLarge(u64),
+}
+
+/// Fails a body that makes no progress for `after`. The timer is armed only when the body waits,
+/// so a body that is ready at once never touches the clock.
+pub struct IdleTimer {
+    after: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    progressed: bool,
+}
+
+impl IdleTimer {
+    pub fn new(after: Duration) -> Self {
+        IdleTimer {
+            after,
+            sleep: None,
+            progressed: false,
+        }
+    }
+
+    fn progress(&mut self) {
+        self.progressed = true;
+    }
+
+    /// Called when the body is pending: true once it has been silent for `after`.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::now() + self.after;
+        match &mut self.sleep {
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            Some(sleep) if self.progressed => sleep.as_mut().reset(deadline),
+            Some(_) => {}
+        }
+        self.progressed = false;
+        self.sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+    }
+}
+
+/// A request body on its way to a node: the frames the classifier looked at, then the rest.
+pub struct ForwardBody {
+    replay: VecDeque<Frame<Bytes>>,
+    replay_len: u64,
+    rest: Option<Incoming>,
+    idle: IdleTimer,
+    /// Bytes allowed in all (0 = unlimited), and sent so far.
+    max: u64,
+    sent: u64,
+}
+
+impl ForwardBody {
+    pub fn new(
+        replay: VecDeque<Frame<Bytes>>,
+        rest: Option<Incoming>,
+        idle: Duration,
+        max: u64,
+    ) -> Self {
+        let replay_len = replay
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(|d| d.len() as u64)
+            .sum();
+        ForwardBody {
+            replay,
+            replay_len,
+            rest,
+            idle: IdleTimer::new(idle),
+            max,
+            sent: 0,
+        }
+    }
+
+    /// The whole body is in the replayed frames (and they are data only): it can be sent again.
+    pub fn replayable_copy(&self) -> Option<Vec<Bytes>> {
+        if self.rest.as_ref().is_some_and(|r| !r.is_end_stream()) {
+            return None;
+        }
+        self.replay.iter().map(|f| f.data_ref().cloned()).collect()
+    }
+
+    fn count(&mut self, frame: &Frame<Bytes>) -> Result<(), BodyError> {
+        if let Some(data) = frame.data_ref() {
+            self.sent += data.len() as u64;
+            if self.max > 0 && self.sent > self.max {
+                return Err(BodyError::TooLarge(self.max));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Body for ForwardBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(frame) = this.replay.pop_front() {
+            if let Some(data) = frame.data_ref() {
+                this.replay_len -= data.len() as u64;
+            }
+            this.count(&frame)?;
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let Some(rest) = this.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(rest).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle.progress();
+                this.count(&frame)?;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if this.idle.expired(cx) => {
+                Poll::Ready(Some(Err(BodyError::Idle(this.idle.after).into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.replay.is_empty() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = SizeHint::new();
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
+        hint.set_lower(rest.lower() + self.replay_len);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + self.replay_len);
+        }
+        hint
+    }
+}
+
+/// A body lent to one attempt: if the attempt ends without reading a byte of it (the connection to
+/// the node failed), it comes back through [`Lent::take_back`] for another attempt.
+pub struct LentBody {
+    inner: Option<ForwardBody>,
+    back: Option<oneshot::Sender<ForwardBody>>,
+}
+
+/// The lender's side of a [`LentBody`].
+pub struct Lent(oneshot::Receiver<ForwardBody>);
+
+impl LentBody {
+    pub fn lend(body: ForwardBody) -> (LentBody, Lent) {
+        let (tx, rx) = oneshot::channel();
+        (
+            LentBody {
+                inner: Some(body),
+                back: Some(tx),
+            },
+            Lent(rx),
+        )
+    }
+
+    /// A body that is not lent (a replayed copy).
+    pub fn owned(body: ForwardBody) -> LentBody {
+        LentBody {
+            inner: Some(body),
+            back: None,
+        }
+    }
+}
+
+impl Lent {
+    /// The body, if the attempt dropped it unread.
+    pub fn take_back(mut self) -> Option<ForwardBody> {
+        self.0.try_recv().ok()
+    }
+}
+
+impl Drop for LentBody {
+    fn drop(&mut self) {
+        if let (Some(back), Some(body)) = (self.back.take(), self.inner.take()) {
+            let _ = back.send(body);
+        }
+    }
+}
+
+impl Body for LentBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        // Once read, the body belongs to this attempt.
+        this.back = None;
+        match this.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// A response body to a client: streamed from a node (holding its in-flight slot), or made here.
+pub enum ResponseBody {
+    Upstream {
+        body: Incoming,
+        idle: IdleTimer,
+        _in_flight: InFlight,
+    },
+    Local(Full<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn text(text: impl Into<Bytes>) -> Self {
+        ResponseBody::Local(Full::new(text.into()))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream { body, idle, .. } => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    idle.progress();
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending if idle.expired(cx) => {
+                    tracing::warn!(after = ?idle.after, "response body idle: cut");
+                    Poll::Ready(Some(Err(BodyError::Idle(idle.after).into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            ResponseBody::Local(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
+            ResponseBody::Local(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream { body, .. } => body.size_hint(),
+            ResponseBody::Local(full) => full.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The headers of a forwarded request and of its response: hop-by-hop removal, `X-Forwarded-*`,
+//! `Location` rewriting.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::Uri;
+
+use crate::cluster::Node;
+use crate::error::ProxyError;
+
+/// The host and port the client addressed: `Host`, or the HTTP/2 `:authority`.
+pub fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
+    match parts.headers.get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    }
+}
+
+pub fn node_uri(
+    authority: &Authority,
+    path_and_query: Option<&PathAndQuery>,
+) -> Result<Uri, ProxyError> {
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(
+            path_and_query
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        )
+        .build()
+        .map_err(|_| ProxyError::BadRequest("invalid request target"))
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// Headers that steer the URLs GeoServer writes: only a trusted peer may send them.
+static UNTRUSTED_DROPPED: [HeaderName; 3] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-path"),
+    HeaderName::from_static("x-forwarded-port"),
+];
+
+/// Connection-scoped headers (RFC 9110 §7.6.1) never passed on.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, those the `Connection` header names included, and `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Sets what the node must know about the client: keeps `Host`, sets `X-Forwarded-Proto/Host`
+/// (unless a trusted peer sent them), appends the peer to `X-Forwarded-For`.
+pub fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    client_host: Option<&HeaderValue>,
+    trusted: bool,
+) {
+    strip_hop_by_hop(headers);
+    // geolb has already answered `100-continue` by reading the body; the node gets it at once.
+    headers.remove(header::EXPECT);
+    if let Some(host) = client_host {
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, host.clone());
+        }
+    }
+    if !trusted {
+        for name in &UNTRUSTED_DROPPED {
+            headers.remove(name);
+        }
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match client_host {
+            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+    let mut chain = String::new();
+    for earlier in headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        chain.push_str(earlier);
+        chain.push_str(", ");
+    }
+    let _ = write!(chain, "{peer}");
+    // Visible ASCII and an IP address: always a valid header value.
+    if let Ok(value) = HeaderValue::try_from(chain) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+}
+
+/// Points a `Location` that names the node's own origin at the address the client used.
+pub fn rewrite_location(headers: &mut HeaderMap, node: &Node, client_host: &HeaderValue) {
+    let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let rest = location.strip_prefix(node.origin.as_str()).or_else(|| {
+        // A node on port 80 may leave the port out.
+        (node.authority().port_u16() == Some(80))
+            .then(|| {
+                location
+                    .strip_prefix("http://")?
+                    .strip_prefix(node.authority().host())
+            })
+            .flatten()
+    });
+    let Some(rest) = rest.filter(|r| r.is_empty() || r.starts_with(['/', '?', '#'])) else {
+        return;
+    };
+    let Ok(host) = client_host.to_str() else {
+        return;
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!("http://{host}{rest}")) {
+        headers.insert(header::LOCATION, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeSpec;
+    use http::uri::Authority;
+
+    fn node() -> Node {
+        Node::new(
+            NodeSpec {
+                name: "n".into(),
+                authority: Authority::from_static("10.0.0.5:8080"),
+                master: None,
+                reads: true,
+            },
+            0,
+            None,
+        )
+    }
+
+    #[test]
+    fn forwarded_headers_are_set_and_appended() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("maps.example.org"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
+        h.insert("forwarded", HeaderValue::from_static("host=evil"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        let host = h.get(header::HOST).cloned();
+        prepare_request_headers(&mut h, "192.0.2.7".parse().unwrap(), host.as_ref(), false);
+        assert_eq!(h["host"], "maps.example.org");
+        assert_eq!(h["x-forwarded-host"], "maps.example.org");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 192.0.2.7");
+        for gone in ["forwarded", "connection", "x-secret", "transfer-encoding"] {
+            assert!(!h.contains_key(gone), "{gone} must be dropped");
+        }
+    }
+
+    #[test]
+    fn a_trusted_peer_keeps_its_forwarded_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("public.example"),
+        );
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("forwarded", HeaderValue::from_static("proto=https"));
+        let host = HeaderValue::from_static("internal:8080");
+        prepare_request_headers(&mut h, "10.1.1.1".parse().unwrap(), Some(&host), true);
+        assert_eq!(h["x-forwarded-host"], "public.example");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["forwarded"], "proto=https");
+        assert_eq!(
+            h["host"], "internal:8080",
+            "an HTTP/2 :authority becomes Host"
+        );
+    }
+
+    #[test]
+    fn location_pointing_at_the_node_is_rewritten() {
+        let n = node();
+        let client = HeaderValue::from_static("maps.example.org:8000");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("http://10.0.0.5:8080/geoserver/web/?0"),
+        );
+        rewrite_location(&mut h, &n, &client);
+        assert_eq!(
+            h["location"],
+            "http://maps.example.org:8000/geoserver/web/?0"
+        );
+        for untouched in [
+            "http://10.0.0.5:80801/x",
+            "http://other:8080/geoserver",
+            "/geoserver/web/",
+        ] {
+            h.insert(header::LOCATION, HeaderValue::from_static(untouched));
+            rewrite_location(&mut h, &n, &client);
+            assert_eq!(h["location"], untouched);
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
 
 use crate::proxy::ResponseBody;
@@ -94,6 +94,11 @@ impl ProxyError {
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(RETRY_AFTER, retry_after.clone());
+        }
+        if status.is_client_error() {
+            // The rest of a refused request (an unread body, a smuggling attempt) must not be read as
+            // the next one: close the connection after this answer.
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

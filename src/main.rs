@@ -85,8 +85,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn stop_signal() -> Option<impl std::future::Future<Output = ()>> {
-    server::stop_signal()
+fn stop_signals() -> Option<server::StopSignals> {
+    server::StopSignals::new()
         .map_err(|e| eprintln!("error: cannot listen for signals: {e}"))
         .ok()
 }
@@ -105,7 +105,7 @@ fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 }
 
 async fn run(config: Config) -> ExitCode {
-    let Some(stop) = stop_signal() else {
+    let Some(mut signals) = stop_signals() else {
         return ExitCode::FAILURE;
     };
     let running = match server::start(config).await {
@@ -115,20 +115,25 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    stop.await;
-    tracing::info!("stopping: letting in-flight requests finish");
-    running.shutdown().await;
-    ExitCode::SUCCESS
+    signals.recv().await;
+    tracing::info!("stopping: no new connections; letting in-flight requests finish (a second signal exits at once)");
+    tokio::select! {
+        _ = running.shutdown() => ExitCode::SUCCESS,
+        _ = signals.recv() => {
+            tracing::warn!("second signal: exiting now, cutting in-flight requests");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn sim(name: String, listen: SocketAddr) -> ExitCode {
-    let Some(stop) = stop_signal() else {
+    let Some(mut signals) = stop_signals() else {
         return ExitCode::FAILURE;
     };
     match SimNode::start(&name, listen).await {
         Ok(node) => {
             println!("simulated GeoServer node {name} on {}", node.url());
-            stop.await;
+            signals.recv().await;
             node.kill().await;
             ExitCode::SUCCESS
         }
@@ -140,7 +145,7 @@ async fn sim(name: String, listen: SocketAddr) -> ExitCode {
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
-    let Some(stop) = stop_signal() else {
+    let Some(mut signals) = stop_signals() else {
         return ExitCode::FAILURE;
     };
     let mut nodes = Vec::new();
@@ -219,7 +224,7 @@ url = "{}"
         nodes[1].url(),
         nodes[2].url(),
     );
-    stop.await;
+    signals.recv().await;
     println!("stopping");
     running.shutdown().await;
     for node in &nodes {

@@ -313,6 +313,11 @@ async fn healthy(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
             }
             None => simple(StatusCode::BAD_REQUEST, TEXT, "bad ms\n"),
         },
+        _ if path.ends_with("/__sim/stall") => {
+            // A first chunk, then silence: a node that stops sending mid-body.
+            let body = StallBody(Some(Bytes::from_static(b"partial"))).boxed();
+            reply(StatusCode::OK, TEXT, body)
+        }
         _ if path.ends_with("/__sim/redirect") => {
             let mut resp = simple(StatusCode::FOUND, TEXT, Bytes::new());
             let location = format!("http://{}/geoserver/web/", shared.addr);
@@ -492,6 +497,24 @@ impl Body for BlobBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.0.remaining)
+    }
+}
+
+/// Yields its one chunk, then never anything again.
+struct StallBody(Option<Bytes>);
+
+impl Body for StallBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.0.take() {
+            Some(chunk) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            None => Poll::Pending,
+        }
     }
 }
 

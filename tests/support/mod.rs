@@ -276,3 +276,69 @@ pub async fn wait_for_async<T, F: Future<Output = Option<T>>>(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// One request of a [`Load`]: when it ended, which node answered, its status.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub at: Instant,
+    pub node: String,
+    pub status: StatusCode,
+}
+
+/// Steady read load: `clients` concurrent clients sending `target` in a loop until stopped (or
+/// `max` requests in all, so the loop is bounded whatever happens).
+pub struct Load {
+    samples: std::sync::Arc<std::sync::Mutex<Vec<Sample>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Load {
+    pub fn start(h: &Harness, target: &str, clients: usize, max: usize) -> Load {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..clients {
+            let (client, url, samples, stopped, sent) = (
+                h.client.clone(),
+                h.url(target),
+                samples.clone(),
+                stopped.clone(),
+                sent.clone(),
+            );
+            tasks.spawn(async move {
+                while !*stopped.borrow()
+                    && sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < max
+                {
+                    let req = Request::get(&url)
+                        .body(Full::new(Bytes::new()).boxed())
+                        .unwrap();
+                    let r = send(&client, req).await;
+                    let sample = Sample {
+                        at: Instant::now(),
+                        node: r.node().to_string(),
+                        status: r.status,
+                    };
+                    samples.lock().unwrap().push(sample);
+                }
+            });
+        }
+        Load {
+            samples,
+            stop,
+            tasks,
+        }
+    }
+
+    /// How many requests have ended so far.
+    pub fn count(&self) -> usize {
+        self.samples.lock().unwrap().len()
+    }
+
+    pub async fn stop(mut self) -> Vec<Sample> {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        std::mem::take(&mut *self.samples.lock().unwrap())
+    }
+}

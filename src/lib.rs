@@ -11,6 +11,7 @@ pub mod classify;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod framing;
 pub mod health;
 pub mod proxy;
 pub mod server;

@@ -92,11 +92,24 @@ impl Proxy {
     }
 
     /// Serves one client request; never fails (errors become 4xx/5xx responses).
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+    /// `smuggled`: the framing guard saw both `Content-Length` and `Transfer-Encoding` on it.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        smuggled: bool,
+    ) -> Response<ResponseBody> {
         // Kept for the log line: cheap clones (a standard method, a reference-counted target).
         let method = req.method().clone();
         let target = req.uri().path_and_query().cloned();
-        match self.forward(req, peer).await {
+        let result = if smuggled {
+            Err(ProxyError::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ))
+        } else {
+            self.forward(req, peer).await
+        };
+        match result {
             Ok(response) => response,
             Err(err) => {
                 err.log(

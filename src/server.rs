@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::{Cluster, Snapshot};
 use crate::config::Config;
+use crate::framing::{Verdicts, Watched};
 use crate::proxy::{Proxy, ResponseBody};
 
 /// Why geolb could not start.
@@ -70,6 +71,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop, stopped) = watch::channel(false);
     let connections = Connections {
         builder: client_facing(&config),
+        max_head: config.limits.max_header_bytes,
         grace: config.listen.shutdown_grace.0,
     };
 
@@ -82,11 +84,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             listener,
             connections.clone(),
             stopped.clone(),
-            move |peer| {
+            move |peer, verdicts: Arc<Verdicts>| {
                 let proxy = proxy.clone();
                 move |req: Request<Incoming>| {
                     let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+                    // Called in request order, as the framing guard counted them.
+                    let smuggled = verdicts.next_is_flagged();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, smuggled).await) }
                 }
             },
         )));
@@ -97,7 +101,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin_listener,
         connections,
         stopped,
-        move |_peer| {
+        move |_peer, _verdicts| {
             let view = admin_view.clone();
             move |req: Request<Incoming>| {
                 let response = crate::admin::handle(&req, &view);
@@ -143,10 +147,11 @@ fn client_facing(config: &Config) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// The connection builder and the grace period of a stop.
+/// The connection builder, the head size limit and the grace period of a stop.
 #[derive(Clone)]
 struct Connections {
     builder: auto::Builder<TokioExecutor>,
+    max_head: usize,
     grace: Duration,
 }
 
@@ -157,7 +162,7 @@ async fn serve<MakeSvc, Svc, Fut>(
     mut stopped: watch::Receiver<bool>,
     make_service: MakeSvc,
 ) where
-    MakeSvc: Fn(SocketAddr) -> Svc,
+    MakeSvc: Fn(SocketAddr, Arc<Verdicts>) -> Svc,
     Svc: Fn(Request<Incoming>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
@@ -176,7 +181,8 @@ async fn serve<MakeSvc, Svc, Fut>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), service_fn(make_service(peer))).into_owned();
+                let (io, verdicts) = Watched::new(stream, connections.max_head);
+                let conn = builder.serve_connection(TokioIo::new(io), service_fn(make_service(peer, verdicts))).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {

@@ -218,3 +218,146 @@ fn demo_serves_a_getmap_and_stops_cleanly_on_sigint() {
         "nothing listens after the stop"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// geolb as a child process in front of one simulated node, with a slow request in flight.
+struct Child {
+    child: std::process::Child,
+    proxy: String,
+    slow: std::thread::JoinHandle<std::io::Result<String>>,
+    _dir: std::path::PathBuf,
+}
+
+async fn geolb_with_a_slow_request(node: &geolb::sim::SimNode, slow_ms: u64) -> Child {
+    let dir = std::env::temp_dir().join(format!(
+        "geolb-stop-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "[listen]\nhttp = [\"{proxy}\"]\nshutdown_grace = \"5s\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\
+         [health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n[[nodes]]\nname = \"gs-master\"\nurl = \"{}\"\nmaster = 1\n",
+        free_port(),
+        node.url()
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    let child = geolb()
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http_get(&proxy, "/geoserver/wms?request=GetMap")
+        .unwrap_or_default()
+        .starts_with("HTTP/1.1 200")
+    {
+        assert!(Instant::now() < deadline, "geolb did not start serving");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = node.hits();
+    let (addr, target) = (
+        proxy.clone(),
+        format!("/geoserver/www/__sim/slow?ms={slow_ms}"),
+    );
+    let slow = std::thread::spawn(move || http_get(&addr, &target));
+    while node.hits() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the node"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Child {
+        child,
+        proxy,
+        slow,
+        _dir: dir,
+    }
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("geolb did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_refuses_new_ones_and_exits_0() {
+    let node = geolb::sim::SimNode::start("gs-master", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut g = geolb_with_a_slow_request(&node, 1500).await;
+    let signalled = Instant::now();
+    signal(&g.child, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while std::net::TcpStream::connect(&g.proxy).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "new connections are still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let answer = tokio::task::spawn_blocking(move || g.slow.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the in-flight request completed: {answer}"
+    );
+    let status = wait_exit(&mut g.child, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "within the grace period"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let node = geolb::sim::SimNode::start("gs-master", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut g = geolb_with_a_slow_request(&node, 30_000).await;
+    signal(&g.child, "-TERM");
+    // The first signal is handled once the listener is closed.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while std::net::TcpStream::connect(&g.proxy).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the first signal was not handled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = Instant::now();
+    signal(&g.child, "-INT");
+    let status = wait_exit(&mut g.child, Duration::from_secs(3));
+    assert!(!status.success(), "cut short: {status:?}");
+    assert!(second.elapsed() < Duration::from_secs(2));
+}

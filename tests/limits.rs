@@ -173,3 +173,25 @@ async fn a_slowloris_client_is_cut_while_others_are_served() {
 fn nodes_saw_nothing_but_reads(h: &Harness) -> bool {
     h.nodes.iter().map(|n| n.hits()).sum::<u64>() == 10
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_body_that_stalls_gets_408() {
+    let extra = "[timeouts.master]\nheaders = \"5s\"\nidle = \"300ms\"\n";
+    let h = Harness::start_with(
+        THREE,
+        Options {
+            extra,
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut s = TcpStream::connect(h.proxy()).await.unwrap();
+    let started = Instant::now();
+    s.write_all(b"POST /geoserver/rest/imports HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    let answer = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    assert!(answer.contains("stalled for 300ms"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

@@ -300,3 +300,59 @@ impl Body for ResponseBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn replayed(chunks: &[&'static str]) -> ForwardBody {
+        let frames = chunks
+            .iter()
+            .map(|c| Frame::data(Bytes::from_static(c.as_bytes())))
+            .collect();
+        ForwardBody::new(frames, None, Duration::from_secs(1), 0)
+    }
+
+    #[tokio::test]
+    async fn an_unread_lent_body_comes_back_whole() {
+        let (lent_body, lent) = LentBody::lend(replayed(&["<wfs:", "Transaction/>"]));
+        drop(lent_body); // the connection failed before a byte was sent
+        let back = lent.take_back().expect("given back");
+        let bytes = back.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"<wfs:Transaction/>");
+    }
+
+    #[tokio::test]
+    async fn a_read_lent_body_stays_with_its_attempt() {
+        let (mut lent_body, lent) = LentBody::lend(replayed(&["a", "b"]));
+        let _ = lent_body.frame().await;
+        drop(lent_body);
+        assert!(
+            lent.take_back().is_none(),
+            "part of it was sent: it cannot be sent again"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_size_limit_counts_replayed_and_streamed_bytes() {
+        let body = ForwardBody::new(
+            ["12345", "67890"]
+                .iter()
+                .map(|c| Frame::data(Bytes::from_static(c.as_bytes())))
+                .collect(),
+            None,
+            Duration::from_secs(1),
+            8,
+        );
+        let err = body.collect().await.expect_err("over 8 bytes");
+        assert_eq!(
+            err.downcast_ref::<BodyError>(),
+            Some(&BodyError::TooLarge(8))
+        );
+        assert_eq!(
+            replayed(&["abc"]).replayable_copy(),
+            Some(vec![Bytes::from_static(b"abc")])
+        );
+    }
+}

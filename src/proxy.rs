@@ -219,7 +219,13 @@ impl Proxy {
             let failure = match sent {
                 Ok(Ok(response)) => {
                     let status = response.status();
-                    self.record(&node, !status.is_server_error());
+                    // GeoServer's REST API answers 500 to many client mistakes (a duplicate layer…):
+                    // on master traffic only gateway errors count against the node.
+                    let failed = match route.pool {
+                        Pool::Reads => status.is_server_error(),
+                        Pool::Master => matches!(status.as_u16(), 502..=504),
+                    };
+                    self.record(&node, !failed);
                     if !matches!(status.as_u16(), 502..=504) {
                         return Ok(respond(
                             response,

@@ -316,14 +316,18 @@ impl Proxy {
                 ProxyError::NoReader
             }
         };
-        match self
-            .cluster
-            .load()
-            .acquire(pool, tried, limits.max_requests, &mut rng)
-        {
-            Acquire::Got(node, slot) => return Ok((node, slot)),
-            Acquire::Empty => return Err(empty()),
-            Acquire::Busy => {}
+        let attempt = |rng: &mut fastrand::Rng| match self.cluster.load().acquire(
+            pool,
+            tried,
+            limits.max_requests,
+            rng,
+        ) {
+            Acquire::Got(node, slot) => Some(Ok((node, slot))),
+            Acquire::Empty => Some(Err(empty())),
+            Acquire::Busy => None,
+        };
+        if let Some(done) = attempt(&mut rng) {
+            return done;
         }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= limits.queue_size {
             self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -336,14 +340,8 @@ impl Proxy {
             tokio::pin!(notified);
             // Registered before looking, so a slot freed in between is not missed.
             notified.as_mut().enable();
-            match self
-                .cluster
-                .load()
-                .acquire(pool, tried, limits.max_requests, &mut rng)
-            {
-                Acquire::Got(node, slot) => return Ok((node, slot)),
-                Acquire::Empty => return Err(empty()),
-                Acquire::Busy => {}
+            if let Some(done) = attempt(&mut rng) {
+                return done;
             }
             tokio::select! {
                 _ = &mut notified => {}

@@ -30,16 +30,20 @@ fn nodes_saw_nothing(h: &Harness) -> bool {
 const OPTS: &str = "[limits]\nmax_header_bytes = 8192\nmax_headers = 20\nmax_body = 1000\n\
                     [timeouts]\nclient_headers = \"400ms\"\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smuggling_probes_are_refused_and_never_forwarded() {
-    let h = Harness::start_with(
+async fn start() -> Harness {
+    Harness::start_with(
         THREE,
         Options {
             extra: OPTS,
             ..Options::default()
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_probes_are_refused_and_never_forwarded() {
+    let h = start().await;
     let probes: &[(&str, &[u8], &[u16])] = &[
         (
             "Content-Length with chunked",
@@ -90,14 +94,7 @@ async fn smuggling_probes_are_refused_and_never_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_heads_and_bodies_are_refused() {
-    let h = Harness::start_with(
-        THREE,
-        Options {
-            extra: OPTS,
-            ..Options::default()
-        },
-    )
-    .await;
+    let h = start().await;
     let big = format!(
         "GET /geoserver/wms HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(10_000)
@@ -125,14 +122,7 @@ async fn oversized_heads_and_bodies_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowloris_client_is_cut_while_others_are_served() {
-    let h = Harness::start_with(
-        THREE,
-        Options {
-            extra: OPTS,
-            ..Options::default()
-        },
-    )
-    .await;
+    let h = start().await;
     let mut slow = TcpStream::connect(h.proxy()).await.unwrap();
     let started = Instant::now();
     slow.write_all(b"GET /geoserver/wms HTTP/1.1\r\nHost: x\r\n")

@@ -1,5 +1,6 @@
 //! The operator's listener: `GET /status`, the routing snapshot as JSON.
 
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use arc_swap::ArcSwap;
@@ -8,6 +9,7 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::cluster::Snapshot;
+use crate::metrics::Metrics;
 use crate::proxy::ResponseBody;
 
 /// The snapshot as JSON: each node (name, url, state, master, in-flight, last check) and the master.
@@ -44,30 +46,50 @@ pub fn status(snapshot: &Snapshot) -> Value {
     })
 }
 
-/// Serves one admin request.
-pub fn handle<B>(req: &Request<B>, cluster: &ArcSwap<Snapshot>) -> Response<ResponseBody> {
-    let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/status") => {
-            let snapshot = cluster.load();
-            let mut text = serde_json::to_string_pretty(&status(&snapshot)).unwrap_or_default();
-            text.push('\n');
-            (StatusCode::OK, "application/json", text)
-        }
-        (_, "/status") => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "use GET\n".into(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found: try GET /status\n".into(),
-        ),
-    };
-    let mut response = Response::new(ResponseBody::text(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+/// The admin listener's state.
+pub struct Admin {
+    cluster: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    pub fn new(cluster: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Admin {
+        Admin { cluster, metrics }
+    }
+
+    /// Serves one admin request.
+    pub fn handle<B>(&self, req: &Request<B>) -> Response<ResponseBody> {
+        let (status, content_type, body) = match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/status") => {
+                let snapshot = self.cluster.load();
+                let mut text = serde_json::to_string_pretty(&status(&snapshot)).unwrap_or_default();
+                text.push('\n');
+                (StatusCode::OK, "application/json", text)
+            }
+            (&Method::GET | &Method::HEAD, "/metrics") => {
+                let text = self.metrics.render(&self.cluster.load());
+                (
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text,
+                )
+            }
+            (_, "/status" | "/metrics") => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "use GET\n".into(),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "not found: try GET /status or /metrics\n".into(),
+            ),
+        };
+        let mut response = Response::new(ResponseBody::text(body));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+    }
 }

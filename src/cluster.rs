@@ -14,11 +14,14 @@ use crate::balance::{pick_p2c, pick_round_robin, slow_start_weight};
 use crate::classify::Classifier;
 use crate::config::{Balance, Config, Failback, NodeSpec, Pool};
 use crate::health::{self, CheckResult, HealthState, Observation, State};
+use crate::metrics::Metrics;
 
 /// One configured GeoServer node. Shared by every snapshot; its counters live as long as it does.
 #[derive(Debug)]
 pub struct Node {
     pub spec: NodeSpec,
+    /// The name, shared with request records.
+    pub label: Arc<str>,
     /// Position in [`Snapshot::nodes`].
     pub index: usize,
     /// `http://host:port`.
@@ -34,6 +37,7 @@ pub struct Node {
 impl Node {
     pub fn new(spec: NodeSpec, index: usize, slot_freed: Option<Arc<Notify>>) -> Node {
         Node {
+            label: Arc::from(spec.name.as_str()),
             origin: spec.origin(),
             spec,
             index,
@@ -249,11 +253,12 @@ pub struct Cluster {
     candidates: Vec<Candidate>,
     reports: mpsc::Receiver<Report>,
     report_tx: mpsc::Sender<Report>,
+    metrics: Arc<Metrics>,
 }
 
 impl Cluster {
     /// Builds the first snapshot (every node unknown, so no traffic until checks pass).
-    pub fn new(config: Arc<Config>, slot_freed: Arc<Notify>) -> Cluster {
+    pub fn new(config: Arc<Config>, slot_freed: Arc<Notify>, metrics: Arc<Metrics>) -> Cluster {
         let capped = (config.limits.max_requests > 0).then_some(slot_freed);
         let nodes: Arc<[Arc<Node>]> = config
             .nodes
@@ -300,6 +305,7 @@ impl Cluster {
             candidates,
             reports,
             report_tx,
+            metrics,
         }
     }
 
@@ -351,6 +357,11 @@ impl Cluster {
             return;
         };
         let ok = obs.result.ok;
+        let result = if ok { "pass" } else { "fail" };
+        self.metrics
+            .checks
+            .with_label_values(&[node.name(), result])
+            .inc();
         let detail = obs.result.detail.clone();
         node.last_check.store(Some(Arc::new(obs.result)));
         let (rise, fall) = (self.config.health.rise, self.config.health.fall);
@@ -366,6 +377,12 @@ impl Cluster {
             }
         } else {
             tracing::warn!(node = node.name(), from = %t.from, to = %t.to, reason = %detail, "node ejected");
+            if t.from == State::Up {
+                self.metrics
+                    .ejections
+                    .with_label_values(&[node.name(), "active"])
+                    .inc();
+            }
         }
         self.publish(&snapshot);
     }
@@ -396,6 +413,10 @@ impl Cluster {
         }
         if let Some(t) = self.health[i].eject() {
             tracing::warn!(node = node.name(), from = %t.from, to = %t.to, reason = %format!("{failures} consecutive failures on live traffic"), "node ejected (passive)");
+            self.metrics
+                .ejections
+                .with_label_values(&[node.name(), "passive"])
+                .inc();
             self.passive[i] = true;
             node.failures.store(0, Ordering::Relaxed);
             self.publish(&snapshot);
@@ -417,6 +438,7 @@ impl Cluster {
                 tracing::info!(master = name(master), "master elected");
             } else if master.is_some() {
                 tracing::warn!(from = name(old.master), to = name(master), "master changed");
+                self.metrics.failovers.inc();
             } else if !self.candidates.is_empty() && states.iter().all(|s| *s != State::Unknown) {
                 tracing::error!(
                     from = name(old.master),
@@ -434,7 +456,7 @@ impl Cluster {
                 *at = None;
             }
         }
-        self.shared.store(Arc::new(Snapshot {
+        let snapshot = Arc::new(Snapshot {
             nodes: old.nodes.clone(),
             states,
             readers,
@@ -444,7 +466,9 @@ impl Cluster {
             admitted: self.admitted.clone().into(),
             slow_start: ramp,
             ticket: AtomicUsize::new(0),
-        }));
+        });
+        self.metrics.observe_snapshot(&snapshot);
+        self.shared.store(snapshot);
     }
 }
 

@@ -29,7 +29,39 @@ pub struct Config {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub forwarding: Forwarding,
+    pub log: LogSettings,
     pub nodes: Vec<NodeSpec>,
+}
+
+/// `[log]`: the access log (operational logs go to stderr, filtered by `RUST_LOG`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// One line per request on stdout. Default true.
+    pub access: bool,
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+    /// Log the query string with the path. Default false (queries can be long, or carry secrets).
+    pub query: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            access: true,
+            format: LogFormat::Text,
+            query: false,
+        }
+    }
+}
+
+/// How access-log lines are written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `[listen]`: the client-facing listeners.
@@ -419,6 +451,7 @@ struct FileConfig {
     limits: Limits,
     timeouts: Timeouts,
     forwarding: Forwarding,
+    log: LogSettings,
     nodes: Vec<FileNode>,
 }
 
@@ -697,6 +730,7 @@ impl FileConfig {
             limits: self.limits,
             timeouts: self.timeouts,
             forwarding: self.forwarding,
+            log: self.log,
             nodes,
         })
     }

@@ -13,6 +13,8 @@ pub mod config;
 pub mod error;
 pub mod framing;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
+pub mod record;
 pub mod server;
 pub mod sim;

@@ -7,8 +7,9 @@ mod headers;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -29,8 +30,10 @@ use crate::classify::{Route, Verdict};
 use crate::cluster::{Acquire, InFlight, Node, Report};
 use crate::config::{ClassTimeouts, Config, Pool};
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::record::{request_id, Record, Recorder};
 
-pub use body::{BodyError, ForwardBody, IdleTimer, LentBody, ResponseBody};
+pub use body::{BodyError, Done, ForwardBody, IdleTimer, LentBody, ResponseBody};
 pub use headers::{prepare_request_headers, rewrite_location, strip_hop_by_hop};
 
 use crate::cluster::Snapshot;
@@ -46,7 +49,10 @@ pub struct Proxy {
     slot_freed: Arc<Notify>,
     queued: AtomicUsize,
     budget: TpsBudget,
+    recorder: Arc<Recorder>,
 }
+
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// How one attempt on a node failed.
 enum Failure {
@@ -63,6 +69,7 @@ impl Proxy {
         cluster: Arc<ArcSwap<Snapshot>>,
         reports: mpsc::Sender<Report>,
         slot_freed: Arc<Notify>,
+        recorder: Arc<Recorder>,
     ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -85,6 +92,7 @@ impl Proxy {
             retry_after: HeaderValue::from(retry_after),
             reports,
             slot_freed,
+            recorder,
             queued: AtomicUsize::new(0),
             budget,
             config,
@@ -95,37 +103,58 @@ impl Proxy {
     /// `smuggled`: the framing guard saw both `Content-Length` and `Transfer-Encoding` on it.
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: SocketAddr,
         smuggled: bool,
     ) -> Response<ResponseBody> {
-        // Kept for the log line: cheap clones (a standard method, a reference-counted target).
-        let method = req.method().clone();
-        let target = req.uri().path_and_query().cloned();
+        let started = Instant::now();
+        let id = request_id(req.headers().get(&X_REQUEST_ID));
+        req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+        let mut record = Record {
+            at: SystemTime::now(),
+            client: peer.ip(),
+            method: req.method().clone(),
+            target: req.uri().path_and_query().cloned(),
+            pool: None,
+            class: None,
+            node: None,
+            status: 0,
+            received: 0,
+            sent: 0,
+            duration: Duration::ZERO,
+            retries: 0,
+            request_id: Some(id.clone()),
+        };
+        let mut received = None;
         let result = if smuggled {
             Err(ProxyError::BadRequest(
                 "both Content-Length and Transfer-Encoding",
             ))
         } else {
-            self.forward(req, peer).await
+            self.forward(req, peer, &mut record, &mut received).await
         };
-        match result {
-            Ok(response) => response,
-            Err(err) => {
-                err.log(
-                    &method,
-                    target.as_ref().map_or("/", PathAndQuery::path),
-                    peer,
-                );
-                err.into_response(&self.retry_after)
-            }
-        }
+        let mut response = result.unwrap_or_else(|err| {
+            let path = record.target.as_ref().map_or("/", PathAndQuery::path);
+            err.log(&record.method, path, peer);
+            err.into_response(&self.retry_after)
+        });
+        response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+        record.status = response.status().as_u16();
+        let done = Done {
+            record,
+            started,
+            received,
+            recorder: self.recorder.clone(),
+        };
+        response.map(|body| body.recorded(done))
     }
 
     async fn forward(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
+        record: &mut Record,
+        received: &mut Option<Arc<AtomicU64>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let snapshot = self.cluster.load_full();
         let (mut parts, body) = req.into_parts();
@@ -150,15 +179,24 @@ impl Proxy {
             }
         };
         drop(snapshot);
+        record.pool = Some(route.pool);
+        record.class = Some(route.class);
         tracing::debug!(method = %parts.method, path = parts.uri.path(), pool = ?route.pool, class = %route.class, "classified");
         let timeouts = *self.config.timeouts.of(route.pool);
         let max_body = self.config.limits.max_body;
-        let mut body = Some(ForwardBody::new(
-            frames,
-            Some(rest),
-            timeouts.idle.0,
-            max_body,
-        ));
+        record.received = frames
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(|d| d.len() as u64)
+            .sum();
+        let streaming = !rest.is_end_stream();
+        let mut forward_body = ForwardBody::new(frames, Some(rest), timeouts.idle.0, max_body);
+        if streaming {
+            let counter = Arc::new(AtomicU64::new(0));
+            *received = Some(counter.clone());
+            forward_body = forward_body.counting(counter);
+        }
+        let mut body = Some(forward_body);
         // Idempotent reads whose whole body is held can go to another node.
         let replay = match (&body, route.pool, route.write) {
             (Some(b), Pool::Reads, false) => b.replayable_copy(),
@@ -188,6 +226,10 @@ impl Proxy {
                     }
                 }
             };
+
+            record.node = Some(node.label.clone());
+            record.retries =
+                tried.len() as u32 + u32::from(last.is_some() && route.pool == Pool::Master);
 
             // forward
             let (attempt_body, lent) = match (&replay, body.take()) {
@@ -260,9 +302,14 @@ impl Proxy {
             let sendable =
                 replay.is_some() || (matches!(failure, Failure::Connect(..)) && body.is_some());
             let attempts = tried.len() as u32 + 1;
-            if !sendable || attempts > self.config.retries.max || !self.budget.withdraw() {
+            if !sendable || attempts > self.config.retries.max {
                 return self.give_up(failure, client_host.as_ref(), timeouts);
             }
+            if !self.budget.withdraw() {
+                self.metrics().budget_exhausted.inc();
+                return self.give_up(failure, client_host.as_ref(), timeouts);
+            }
+            self.metrics().retries(route.pool).inc();
             let node = failure.node();
             tracing::debug!(
                 node = node.name(),
@@ -331,21 +378,29 @@ impl Proxy {
         }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= limits.queue_size {
             self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.metrics().queue_full.inc();
             return Err(ProxyError::QueueFull);
         }
         let _seat = Seat(&self.queued);
-        let deadline = tokio::time::Instant::now() + limits.queue_timeout.0;
+        let queued_at = tokio::time::Instant::now();
+        let deadline = queued_at + limits.queue_timeout.0;
         loop {
             let notified = self.slot_freed.notified();
             tokio::pin!(notified);
             // Registered before looking, so a slot freed in between is not missed.
             notified.as_mut().enable();
             if let Some(done) = attempt(&mut rng) {
+                self.metrics()
+                    .queue_wait
+                    .observe(queued_at.elapsed().as_secs_f64());
                 return done;
             }
             tokio::select! {
                 _ = &mut notified => {}
-                _ = tokio::time::sleep_until(deadline) => return Err(ProxyError::QueueTimeout(limits.queue_timeout.0)),
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.metrics().queue_timeout.inc();
+                    return Err(ProxyError::QueueTimeout(limits.queue_timeout.0));
+                }
             }
         }
     }
@@ -359,6 +414,10 @@ impl Proxy {
                 failures: threshold,
             });
         }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        self.recorder.metrics()
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -422,11 +481,7 @@ fn respond(
     if let Some(host) = client_host {
         rewrite_location(&mut parts.headers, &node, host);
     }
-    let body = ResponseBody::Upstream {
-        body,
-        idle: IdleTimer::new(timeouts.idle.0),
-        _in_flight: slot,
-    };
+    let body = ResponseBody::upstream(body, IdleTimer::new(timeouts.idle.0), slot);
     Response::from_parts(parts, body)
 }
 

@@ -21,7 +21,9 @@ use tokio::task::JoinHandle;
 use crate::cluster::{Cluster, Snapshot};
 use crate::config::Config;
 use crate::framing::{Verdicts, Watched};
+use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ResponseBody};
+use crate::record::Recorder;
 
 /// Why geolb could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +61,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let admin_listener = bind(config.admin.listen, "admin.listen").await?;
 
     let slot_freed = Arc::new(tokio::sync::Notify::new());
-    let cluster = Cluster::new(config.clone(), slot_freed.clone());
+    let metrics = Arc::new(Metrics::new());
+    let cluster = Cluster::new(config.clone(), slot_freed.clone(), metrics.clone());
     let shared = cluster.shared();
+    let recorder = Arc::new(Recorder::start(config.log.clone(), metrics.clone()));
     let proxy = Arc::new(Proxy::new(
         config.clone(),
         shared.clone(),
         cluster.reporter(),
         slot_freed,
+        recorder,
     ));
     let cluster_task = cluster.run();
     let (stop, stopped) = watch::channel(false);
@@ -96,7 +101,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         )));
     }
     let admin = local_addr(&admin_listener);
-    let admin_view = shared.clone();
+    let admin_view = Arc::new(crate::admin::Admin::new(shared.clone(), metrics));
     listeners.push(tokio::spawn(serve(
         admin_listener,
         connections,
@@ -104,7 +109,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         move |_peer, _verdicts| {
             let view = admin_view.clone();
             move |req: Request<Incoming>| {
-                let response = crate::admin::handle(&req, &view);
+                let response = view.handle(&req);
                 async move { Ok::<_, Infallible>(response) }
             }
         },

@@ -98,7 +98,15 @@ async fn priority_master_moves_back_after_rise_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_replica_is_ejected_and_readmitted_after_rise_passes() {
-    let h = Harness::start(THREE).await;
+    // No slow start here: a re-admitted replica gets its full share at once.
+    let h = Harness::start_with(
+        THREE,
+        Options {
+            routing: "slow_start = \"0s\"",
+            ..Options::default()
+        },
+    )
+    .await;
     let replica = h.sim("gs-replica-1");
     replica.kill().await;
     h.wait_state(

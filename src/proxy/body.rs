@@ -15,7 +15,12 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
 use crate::cluster::InFlight;
+use crate::record::{Record, Recorder};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -73,6 +78,8 @@ pub struct ForwardBody {
     /// Bytes allowed in all (0 = unlimited), and sent so far.
     max: u64,
     sent: u64,
+    /// Counts the bytes read from the client (the look-ahead is counted by whoever read it).
+    received: Option<Arc<AtomicU64>>,
 }
 
 impl ForwardBody {
@@ -94,7 +101,14 @@ impl ForwardBody {
             idle: IdleTimer::new(idle),
             max,
             sent: 0,
+            received: None,
         }
+    }
+
+    /// Counts the bytes that stream in from the client into `counter`.
+    pub fn counting(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.received = Some(counter);
+        self
     }
 
     /// The whole body is in the replayed frames (and they are data only): it can be sent again.
@@ -138,6 +152,9 @@ impl Body for ForwardBody {
         match Pin::new(rest).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.idle.progress();
+                if let (Some(counter), Some(data)) = (&this.received, frame.data_ref()) {
+                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 this.count(&frame)?;
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -242,19 +259,66 @@ impl Body for LentBody {
     }
 }
 
-/// A response body to a client: streamed from a node (holding its in-flight slot), or made here.
-pub enum ResponseBody {
+/// A response body to a client, and the record of its request, sent to the recorder when the
+/// body is done (sent, or dropped on a broken connection).
+pub struct ResponseBody {
+    inner: Inner,
+    done: Option<Done>,
+}
+
+enum Inner {
+    /// Streamed from a node, holding its in-flight slot.
     Upstream {
         body: Incoming,
         idle: IdleTimer,
         _in_flight: InFlight,
     },
+    /// Made by geolb.
     Local(Full<Bytes>),
+}
+
+/// What finishes a request's record.
+pub struct Done {
+    pub record: Record,
+    pub started: Instant,
+    /// Request body bytes, counted as they stream (only for requests that have a body).
+    pub received: Option<Arc<AtomicU64>>,
+    pub recorder: Arc<Recorder>,
 }
 
 impl ResponseBody {
     pub fn text(text: impl Into<Bytes>) -> Self {
-        ResponseBody::Local(Full::new(text.into()))
+        ResponseBody {
+            inner: Inner::Local(Full::new(text.into())),
+            done: None,
+        }
+    }
+
+    pub fn upstream(body: Incoming, idle: IdleTimer, in_flight: InFlight) -> Self {
+        ResponseBody {
+            inner: Inner::Upstream {
+                body,
+                idle,
+                _in_flight: in_flight,
+            },
+            done: None,
+        }
+    }
+
+    /// Records the request when this body is done.
+    pub fn recorded(mut self, done: Done) -> Self {
+        self.done = Some(done);
+        self
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(mut done) = self.done.take() {
+            done.record.duration = done.started.elapsed();
+            done.record.received += done.received.map_or(0, |r| r.load(Ordering::Relaxed));
+            done.recorder.record(done.record);
+        }
     }
 }
 
@@ -266,8 +330,9 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ResponseBody::Upstream { body, idle, .. } => match Pin::new(body).poll_frame(cx) {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Upstream { body, idle, .. } => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     idle.progress();
                     Poll::Ready(Some(Ok(frame)))
@@ -280,23 +345,27 @@ impl Body for ResponseBody {
                 }
                 Poll::Pending => Poll::Pending,
             },
-            ResponseBody::Local(full) => Pin::new(full)
+            Inner::Local(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(done)) = (&polled, &mut this.done) {
+            done.record.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
-            ResponseBody::Local(full) => full.is_end_stream(),
+        match &self.inner {
+            Inner::Upstream { body, .. } => body.is_end_stream(),
+            Inner::Local(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Upstream { body, .. } => body.size_hint(),
-            ResponseBody::Local(full) => full.size_hint(),
+        match &self.inner {
+            Inner::Upstream { body, .. } => body.size_hint(),
+            Inner::Local(full) => full.size_hint(),
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct Options {
     pub routing: &'static str,
     /// Extra TOML put at the end.
     pub extra: &'static str,
+    /// Write the access log to stdout (off by default: it would flood the test output).
+    pub access_log: bool,
 }
 
 impl Default for Options {
@@ -74,6 +76,7 @@ impl Default for Options {
             fall: 3,
             routing: "",
             extra: "",
+            access_log: false,
         }
     }
 }
@@ -108,6 +111,7 @@ impl Harness {
                 text.push_str(&format!("master = {p}\n"));
             }
         }
+        text.push_str(&format!("[log]\naccess = {}\n", opts.access_log));
         text.push_str(opts.extra);
         let config =
             Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));

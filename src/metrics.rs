@@ -1,0 +1,205 @@
+//! Prometheus metrics, `geolb_` prefixed, in base units. The request path never looks a metric up by
+//! label: it increments handles resolved here once, or leaves the work to the recorder task
+//! ([`crate::record`]) and the cluster task.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::cluster::Snapshot;
+use crate::config::Pool;
+use crate::health::State;
+
+/// Every metric geolb exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by pool, class (`wms:GetMap`, `rest`…), node (`none` when geolb answered
+    /// itself) and status class (`2xx`…).
+    pub requests: IntCounterVec,
+    /// Request duration, from the head read to the last body byte sent, by pool.
+    pub duration: HistogramVec,
+    /// Request body bytes received from clients.
+    pub received: IntCounter,
+    /// Response body bytes sent to clients.
+    pub sent: IntCounter,
+    pub node_up: IntGaugeVec,
+    pub in_flight: IntGaugeVec,
+    pub master: IntGaugeVec,
+    pub checks: IntCounterVec,
+    pub ejections: IntCounterVec,
+    pub failovers: IntCounter,
+    pub retries_reads: IntCounter,
+    pub retries_master: IntCounter,
+    pub budget_exhausted: IntCounter,
+    pub queue_wait: Histogram,
+    pub queue_full: IntCounter,
+    pub queue_timeout: IntCounter,
+    pub reloads: IntCounterVec,
+    pub records_dropped: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("a valid static metric name");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid static metric name");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid static metric name");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric names are unique");
+    g
+}
+
+/// Latency buckets for map traffic: tiles in milliseconds, WFS and WPS in minutes.
+const BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+impl Metrics {
+    /// Builds the registry. The names and labels are static: this cannot fail at run time.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let requests = counters(
+            &r,
+            "geolb_requests_total",
+            "Requests answered, by pool, request class, node and status class.",
+            &["pool", "class", "node", "code"],
+        );
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "geolb_request_duration_seconds",
+                "Time to answer a request, by pool.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["pool"],
+        )
+        .expect("valid histogram");
+        r.register(Box::new(duration.clone()))
+            .expect("metric names are unique");
+        let queue_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "geolb_queue_wait_seconds",
+                "Time requests waited for a slot at limits.max_requests.",
+            )
+            .buckets(BUCKETS.to_vec()),
+        )
+        .expect("valid histogram");
+        r.register(Box::new(queue_wait.clone()))
+            .expect("metric names are unique");
+        let retries = counters(
+            &r,
+            "geolb_retries_total",
+            "Requests sent again to another node, by pool.",
+            &["pool"],
+        );
+        let queue_rejected = counters(
+            &r,
+            "geolb_queue_rejected_total",
+            "Requests answered 503 because no slot freed up, by reason (full, timeout).",
+            &["reason"],
+        );
+        Metrics {
+            requests,
+            duration,
+            received: counter(&r, "geolb_received_bytes_total", "Request body bytes received from clients."),
+            sent: counter(&r, "geolb_sent_bytes_total", "Response body bytes sent to clients."),
+            node_up: gauges(&r, "geolb_node_up", "1 when the node is up (admitted), by node and role.", &["node", "role"]),
+            in_flight: gauges(&r, "geolb_node_in_flight_requests", "Requests in flight on each node.", &["node"]),
+            master: gauges(&r, "geolb_master_info", "1 for the current master.", &["node"]),
+            checks: counters(&r, "geolb_health_checks_total", "Health checks, by node and result.", &["node", "result"]),
+            ejections: counters(&r, "geolb_ejections_total", "Nodes ejected, by node and reason (active, passive).", &["node", "reason"]),
+            failovers: counter(&r, "geolb_failovers_total", "Times the master role moved from one node to another."),
+            retries_reads: retries.with_label_values(&["reads"]),
+            retries_master: retries.with_label_values(&["master"]),
+            budget_exhausted: counter(&r, "geolb_retry_budget_exhausted_total", "Retries refused by the retry budget."),
+            queue_wait,
+            queue_full: queue_rejected.with_label_values(&["full"]),
+            queue_timeout: queue_rejected.with_label_values(&["timeout"]),
+            reloads: counters(&r, "geolb_config_reloads_total", "Configuration reloads, by result.", &["result"]),
+            records_dropped: counter(
+                &r,
+                "geolb_records_dropped_total",
+                "Request records (access log, request metrics) dropped because the recorder fell behind.",
+            ),
+            registry: r,
+        }
+    }
+
+    pub fn retries(&self, pool: Pool) -> &IntCounter {
+        match pool {
+            Pool::Reads => &self.retries_reads,
+            Pool::Master => &self.retries_master,
+        }
+    }
+
+    /// Sets the node gauges from a snapshot (on publish and at scrape time).
+    pub fn observe_snapshot(&self, snapshot: &Snapshot) {
+        for node in snapshot.nodes.iter() {
+            let name = node.name();
+            let role = if snapshot.master == Some(node.index) {
+                "master"
+            } else if node.spec.master.is_some() {
+                "candidate"
+            } else {
+                "replica"
+            };
+            for other in ["master", "candidate", "replica"] {
+                if other != role {
+                    let _ = self.node_up.remove_label_values(&[name, other]);
+                }
+            }
+            self.node_up
+                .with_label_values(&[name, role])
+                .set(i64::from(snapshot.states[node.index] == State::Up));
+            self.master
+                .with_label_values(&[name])
+                .set(i64::from(snapshot.master == Some(node.index)));
+            self.in_flight
+                .with_label_values(&[name])
+                .set(node.in_flight() as i64);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        self.observe_snapshot(snapshot);
+        let mut out = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The status class label of a status code.
+pub fn code_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

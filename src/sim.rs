@@ -360,6 +360,7 @@ async fn healthy(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
         ("x-seen-forwarded-for", "x-forwarded-for"),
         ("x-seen-forwarded-host", "x-forwarded-host"),
         ("x-seen-forwarded-proto", "x-forwarded-proto"),
+        ("x-seen-request-id", "x-request-id"),
     ] {
         if let Some(value) = parts.headers.get(orig) {
             headers.insert(seen, value.clone());

@@ -361,3 +361,69 @@ async fn a_second_signal_exits_at_once() {
     assert!(!status.success(), "cut short: {status:?}");
     assert!(second.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_one_json_line_per_request() {
+    let node = geolb::sim::SimNode::start("gs-master", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "geolb-log-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "[listen]\nhttp = [\"{proxy}\"]\n[admin]\nlisten = \"127.0.0.1:{}\"\n[log]\nformat = \"json\"\nquery = true\n\
+         [health]\ninterval = \"200ms\"\n[[nodes]]\nname = \"gs-master\"\nurl = \"{}\"\nmaster = 1\n",
+        free_port(),
+        node.url()
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    let mut child = geolb()
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http_get(&proxy, "/geoserver/wms?request=GetMap&layers=a")
+        .unwrap_or_default()
+        .starts_with("HTTP/1.1 200")
+    {
+        assert!(Instant::now() < deadline, "geolb did not start serving");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an access-log line");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["status"] == 200 {
+            break v;
+        }
+    };
+    signal(&child, "-TERM");
+    wait_exit(&mut child, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/geoserver/wms?request=GetMap&layers=a");
+    assert_eq!(line["pool"], "reads");
+    assert_eq!(line["class"], "wms:GetMap");
+    assert_eq!(line["node"], "gs-master");
+    assert_eq!(line["client"], "127.0.0.1");
+    assert!(line["bytes_out"].as_u64().unwrap() > 0);
+    assert!(line["duration_ms"].as_f64().is_some());
+    assert_eq!(line["retries"], 0);
+    assert_eq!(line["request_id"].as_str().unwrap().len(), 32);
+}

@@ -1,41 +1,73 @@
-//! The operator's listener: `GET /status`, the routing snapshot as JSON.
+//! The operator's listener: the status page (`GET /`), the snapshot as JSON (`GET /status`),
+//! Prometheus metrics (`GET /metrics`) and runtime control (`POST /nodes/{name}/{action}`:
+//! drain, disable, enable, promote, check), the last behind a bearer token when one is set.
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::cluster::Snapshot;
+use crate::cluster::{Action, Command, CommandError, Snapshot};
 use crate::metrics::Metrics;
 use crate::proxy::ResponseBody;
 
-/// The snapshot as JSON: each node (name, url, state, master, in-flight, last check) and the master.
+/// The status page: one self-contained file (no external assets), refreshing itself from `/status`.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The snapshot as JSON: each node (name, url, state, role, mode, in-flight, requests, last check,
+/// time in state, last ejection) and the routing (master, readers).
 pub fn status(snapshot: &Snapshot) -> Value {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let nodes: Vec<Value> = snapshot
         .nodes
         .iter()
-        .enumerate()
-        .map(|(i, node)| {
+        .map(|node| {
+            let i = node.index;
             let last_check = node.last_check().map(|c| {
                 json!({
                     "ok": c.ok,
                     "detail": c.detail,
-                    "latency_ms": c.latency.as_secs_f64() * 1000.0,
-                    "at_unix": c.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+                    "latency_ms": (c.latency.as_secs_f64() * 1e6).round() / 1e3,
+                    "at_unix": unix_secs(c.at),
                 })
             });
+            let last_ejection = node
+                .last_ejection()
+                .map(|e| json!({ "reason": e.reason, "at_unix": unix_secs(e.at) }));
+            let role = if snapshot.master == Some(i) {
+                "master"
+            } else if node.spec.master.is_some() {
+                "candidate"
+            } else {
+                "replica"
+            };
+            let since = node.state_since_ms();
+            let mode = snapshot.modes[i];
             json!({
                 "name": node.name(),
                 "url": node.origin,
                 "state": snapshot.states[i].to_string(),
+                "mode": mode.as_str(),
+                "drained": mode != crate::cluster::Mode::Active && node.in_flight() == 0,
+                "role": role,
                 "master": snapshot.master == Some(i),
                 "master_priority": node.spec.master,
                 "reads": node.spec.reads,
                 "in_flight": node.in_flight(),
+                "requests_total": node.served(),
+                "seconds_in_state": (since > 0).then(|| now_ms.saturating_sub(since) / 1000),
                 "last_check": last_check,
+                "last_ejection": last_ejection,
             })
         })
         .collect();
@@ -50,46 +82,157 @@ pub fn status(snapshot: &Snapshot) -> Value {
 pub struct Admin {
     cluster: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    commands: mpsc::Sender<Command>,
+    token: Option<String>,
 }
 
 impl Admin {
-    pub fn new(cluster: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Admin {
-        Admin { cluster, metrics }
+    pub fn new(
+        cluster: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+        commands: mpsc::Sender<Command>,
+        token: Option<String>,
+    ) -> Admin {
+        Admin {
+            cluster,
+            metrics,
+            commands,
+            token,
+        }
     }
 
     /// Serves one admin request.
-    pub fn handle<B>(&self, req: &Request<B>) -> Response<ResponseBody> {
-        let (status, content_type, body) = match (req.method(), req.uri().path()) {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody> {
+        let path = req.uri().path();
+        match (req.method(), path) {
+            (&Method::GET | &Method::HEAD, "/") => {
+                reply(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE)
+            }
             (&Method::GET | &Method::HEAD, "/status") => {
                 let snapshot = self.cluster.load();
-                let mut text = serde_json::to_string_pretty(&status(&snapshot)).unwrap_or_default();
-                text.push('\n');
-                (StatusCode::OK, "application/json", text)
+                json_reply(StatusCode::OK, &status(&snapshot))
             }
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 let text = self.metrics.render(&self.cluster.load());
-                (
+                reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
                     text,
                 )
             }
-            (_, "/status" | "/metrics") => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain; charset=utf-8",
-                "use GET\n".into(),
-            ),
-            _ => (
+            (&Method::POST, _) if path.starts_with("/nodes/") => self.control(&req).await,
+            (_, "/" | "/status" | "/metrics") => {
+                reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use GET\n")
+            }
+            _ => reply(
                 StatusCode::NOT_FOUND,
-                "text/plain; charset=utf-8",
-                "not found: try GET /status or /metrics\n".into(),
+                TEXT,
+                "not found: GET /, /status, /metrics; POST /nodes/{name}/{action}\n",
             ),
-        };
-        let mut response = Response::new(ResponseBody::text(body));
-        *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        response
+        }
     }
+
+    /// `POST /nodes/{name}/{drain|disable|enable|promote|check}`.
+    async fn control<B>(&self, req: &Request<B>) -> Response<ResponseBody> {
+        if !self.authorized(req) {
+            let mut r = json_reply(
+                StatusCode::UNAUTHORIZED,
+                &json!({ "error": "a valid bearer token is required" }),
+            );
+            r.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        let mut parts = req
+            .uri()
+            .path()
+            .trim_start_matches("/nodes/")
+            .splitn(2, '/');
+        let (name, action) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let Some(act) = Action::parse(action) else {
+            let error =
+                format!("unknown action `{action}`: drain, disable, enable, promote or check");
+            return json_reply(StatusCode::NOT_FOUND, &json!({ "error": error }));
+        };
+        let (tx, rx) = oneshot::channel();
+        let sent = self
+            .commands
+            .send(Command {
+                node: name.to_string(),
+                action: act,
+                reply: tx,
+            })
+            .await;
+        let result = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(CommandError::Stopped)),
+            Err(_) => Err(CommandError::Stopped),
+        };
+        match result {
+            Ok(()) => {
+                let snapshot = self.cluster.load();
+                let node = snapshot.nodes.iter().find(|n| n.name() == name);
+                let mode = node.map_or("unknown", |n| snapshot.modes[n.index].as_str());
+                json_reply(
+                    StatusCode::OK,
+                    &json!({ "node": name, "action": action, "mode": mode, "master": snapshot.master().map(|n| n.name()) }),
+                )
+            }
+            Err(e) => {
+                let status = match e {
+                    CommandError::UnknownNode(_) => StatusCode::NOT_FOUND,
+                    CommandError::NotCandidate(_) | CommandError::NotReady(_) => {
+                        StatusCode::CONFLICT
+                    }
+                    CommandError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                json_reply(
+                    status,
+                    &json!({ "node": name, "action": action, "error": e.to_string() }),
+                )
+            }
+        }
+    }
+
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compared in full whatever the first difference, so timing says nothing of the token.
+        given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<bytes::Bytes>,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::text(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json_reply(status: StatusCode, value: &Value) -> Response<ResponseBody> {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    reply(status, "application/json", text)
 }

@@ -2,9 +2,9 @@
 //! through `arc-swap`: a request does one `load`, and only the cluster task ([`Cluster::run`]), fed by
 //! the watchdogs and by passive failure reports from the data path, builds and stores new ones.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::uri::Authority;
@@ -30,6 +30,14 @@ pub struct Node {
     /// Consecutive failures seen on live traffic (passive health).
     failures: AtomicU32,
     last_check: ArcSwapOption<CheckResult>,
+    /// Why and when the node was last ejected.
+    last_ejection: ArcSwapOption<Ejection>,
+    /// When its health state last changed (unix milliseconds; 0 = never).
+    state_since: AtomicU64,
+    /// Requests answered by it, for rates on the status page.
+    served: AtomicU64,
+    /// Wakes its watchdog for an immediate check.
+    recheck: Arc<Notify>,
     /// Woken when a slot frees up, for requests queued at `max_requests`; `None` when uncapped.
     slot_freed: Option<Arc<Notify>>,
 }
@@ -44,6 +52,10 @@ impl Node {
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             last_check: ArcSwapOption::empty(),
+            last_ejection: ArcSwapOption::empty(),
+            state_since: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            recheck: Arc::new(Notify::new()),
             slot_freed,
         }
     }
@@ -79,8 +91,30 @@ impl Node {
         self.last_check.load_full()
     }
 
+    pub fn last_ejection(&self) -> Option<Arc<Ejection>> {
+        self.last_ejection.load_full()
+    }
+
+    /// When the health state last changed, unix milliseconds (0: never).
+    pub fn state_since_ms(&self) -> u64 {
+        self.state_since.load(Ordering::Relaxed)
+    }
+
+    fn eject_reason(&self, reason: String) {
+        self.last_ejection.store(Some(Arc::new(Ejection {
+            at: SystemTime::now(),
+            reason,
+        })));
+    }
+
+    /// Requests this node answered (any status).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
     /// Records a live-traffic outcome; returns true when this failure reaches `threshold` in a row.
     pub fn record(&self, ok: bool, threshold: u32) -> bool {
+        self.served.fetch_add(1, Ordering::Relaxed);
         if ok {
             if self.failures.load(Ordering::Relaxed) != 0 {
                 self.failures.store(0, Ordering::Relaxed);
@@ -90,6 +124,84 @@ impl Node {
             threshold > 0 && self.failures.fetch_add(1, Ordering::Relaxed) + 1 == threshold
         }
     }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why a node was ejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ejection {
+    pub at: SystemTime,
+    /// `active: unexpected status 503`, `passive: 5 consecutive failures…`, `operator: disable`.
+    pub reason: String,
+}
+
+/// What the operator said of a node (admin API).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Takes traffic when healthy.
+    #[default]
+    Active,
+    /// Gets no new requests; those in flight finish.
+    Draining,
+    /// Maintenance: no traffic, never master.
+    Disabled,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Active => "active",
+            Mode::Draining => "draining",
+            Mode::Disabled => "disabled",
+        }
+    }
+}
+
+/// An operator's command to the cluster task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Drain,
+    Disable,
+    Enable,
+    Promote,
+    Check,
+}
+
+impl Action {
+    pub fn parse(word: &str) -> Option<Action> {
+        Some(match word {
+            "drain" => Action::Drain,
+            "disable" => Action::Disable,
+            "enable" => Action::Enable,
+            "promote" => Action::Promote,
+            "check" => Action::Check,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no node named `{0}`")]
+    UnknownNode(String),
+    #[error("`{0}` is not a master candidate")]
+    NotCandidate(String),
+    #[error("`{0}` is not up and active: it cannot be master now")]
+    NotReady(String),
+    #[error("the cluster task is not running")]
+    Stopped,
+}
+
+/// A command and where its answer goes.
+pub struct Command {
+    pub node: String,
+    pub action: Action,
+    pub reply: tokio::sync::oneshot::Sender<Result<(), CommandError>>,
 }
 
 /// Holds one in-flight slot on a node.
@@ -121,6 +233,8 @@ pub struct Snapshot {
     pub nodes: Arc<[Arc<Node>]>,
     /// Each node's health, by index.
     pub states: Box<[State]>,
+    /// What the operator said of each node, by index.
+    pub modes: Box<[Mode]>,
     /// Indices of the healthy nodes that serve reads.
     pub readers: Box<[usize]>,
     /// Index of the current master.
@@ -253,6 +367,11 @@ pub struct Cluster {
     candidates: Vec<Candidate>,
     reports: mpsc::Receiver<Report>,
     report_tx: mpsc::Sender<Report>,
+    commands: mpsc::Receiver<Command>,
+    command_tx: mpsc::Sender<Command>,
+    modes: Vec<Mode>,
+    /// A candidate the operator promoted: master while it is up and active.
+    promoted: Option<usize>,
     metrics: Arc<Metrics>,
 }
 
@@ -286,6 +405,7 @@ impl Cluster {
         let n = nodes.len();
         let snapshot = Snapshot {
             states: vec![State::Unknown; n].into(),
+            modes: vec![Mode::Active; n].into(),
             nodes,
             readers: Box::new([]),
             master: None,
@@ -296,6 +416,7 @@ impl Cluster {
             ticket: AtomicUsize::new(0),
         };
         let (report_tx, reports) = mpsc::channel(64);
+        let (command_tx, commands) = mpsc::channel(16);
         Cluster {
             shared: Arc::new(ArcSwap::from_pointee(snapshot)),
             config,
@@ -305,6 +426,10 @@ impl Cluster {
             candidates,
             reports,
             report_tx,
+            commands,
+            command_tx,
+            modes: vec![Mode::Active; n],
+            promoted: None,
             metrics,
         }
     }
@@ -312,6 +437,11 @@ impl Cluster {
     /// The handle the data path and the admin listener read.
     pub fn shared(&self) -> Arc<ArcSwap<Snapshot>> {
         self.shared.clone()
+    }
+
+    /// Where the admin API sends operator commands.
+    pub fn commander(&self) -> mpsc::Sender<Command> {
+        self.command_tx.clone()
     }
 
     /// Where the data path reports failing nodes (never blocks: a full channel drops the report).
@@ -333,6 +463,7 @@ impl Cluster {
                     node.authority().clone(),
                     health,
                     tx.clone(),
+                    node.recheck.clone(),
                 ))
             })
             .collect();
@@ -344,6 +475,10 @@ impl Cluster {
                 tokio::select! {
                     Some(obs) = rx.recv() => self.observe(obs),
                     Some(report) = self.reports.recv() => self.report(report),
+                    Some(command) = self.commands.recv() => {
+                        let result = self.command(&command.node, command.action);
+                        let _ = command.reply.send(result);
+                    }
                     else => return,
                 }
             }
@@ -368,6 +503,8 @@ impl Cluster {
         let Some(t) = self.health[obs.node].observe(ok, rise, fall) else {
             return;
         };
+        node.state_since
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
         if t.to == State::Up {
             tracing::info!(node = node.name(), from = %t.from, to = %t.to, reason = %detail, "node admitted");
             node.failures.store(0, Ordering::Relaxed);
@@ -382,6 +519,7 @@ impl Cluster {
                     .ejections
                     .with_label_values(&[node.name(), "active"])
                     .inc();
+                node.eject_reason(format!("active: {detail}"));
             }
         }
         self.publish(&snapshot);
@@ -413,6 +551,11 @@ impl Cluster {
         }
         if let Some(t) = self.health[i].eject() {
             tracing::warn!(node = node.name(), from = %t.from, to = %t.to, reason = %format!("{failures} consecutive failures on live traffic"), "node ejected (passive)");
+            node.state_since
+                .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+            node.eject_reason(format!(
+                "passive: {failures} consecutive failures on live traffic"
+            ));
             self.metrics
                 .ejections
                 .with_label_values(&[node.name(), "passive"])
@@ -423,14 +566,63 @@ impl Cluster {
         }
     }
 
+    /// Applies an operator command; publishes the change.
+    pub fn command(&mut self, name: &str, action: Action) -> Result<(), CommandError> {
+        let snapshot = self.shared.load_full();
+        let Some(node) = snapshot.nodes.iter().find(|n| n.name() == name) else {
+            return Err(CommandError::UnknownNode(name.to_string()));
+        };
+        let i = node.index;
+        match action {
+            Action::Check => {
+                node.recheck.notify_one();
+                tracing::info!(node = name, "operator: health re-check");
+                return Ok(());
+            }
+            Action::Promote => {
+                if node.spec.master.is_none() {
+                    return Err(CommandError::NotCandidate(name.to_string()));
+                }
+                if self.health[i].state() != State::Up || self.modes[i] != Mode::Active {
+                    return Err(CommandError::NotReady(name.to_string()));
+                }
+                self.promoted = Some(i);
+            }
+            Action::Drain => self.modes[i] = Mode::Draining,
+            Action::Disable => {
+                self.modes[i] = Mode::Disabled;
+                node.eject_reason("operator: disabled".to_string());
+            }
+            Action::Enable => self.modes[i] = Mode::Active,
+        }
+        tracing::warn!(node = name, action = ?action, mode = self.modes[i].as_str(), "operator command");
+        self.publish(&snapshot);
+        Ok(())
+    }
+
     fn publish(&mut self, old: &Snapshot) {
         let states: Box<[State]> = self.health.iter().map(HealthState::state).collect();
+        // A node the operator drains or disables is, for routing, down.
+        let usable = |i: usize| {
+            if self.modes[i] == Mode::Active {
+                states[i]
+            } else {
+                State::Down
+            }
+        };
         for c in &mut self.candidates {
-            c.state = states[c.node];
+            c.state = usable(c.node);
         }
-        let master = elect(&self.candidates, old.master, self.config.routing.failback);
+        if self.promoted.is_some_and(|p| usable(p) != State::Up) {
+            self.promoted = None;
+        }
+        let master = match self.promoted {
+            // A promoted candidate holds the role like a sticky master, until it fails.
+            Some(p) => elect(&self.candidates, Some(p), Failback::Sticky),
+            None => elect(&self.candidates, old.master, self.config.routing.failback),
+        };
         let readers: Box<[usize]> = (0..states.len())
-            .filter(|&i| states[i] == State::Up && old.nodes[i].spec.reads)
+            .filter(|&i| usable(i) == State::Up && old.nodes[i].spec.reads)
             .collect();
         if master != old.master {
             let name = |m: Option<usize>| m.map_or("none", |i| old.nodes[i].name());
@@ -458,6 +650,7 @@ impl Cluster {
         }
         let snapshot = Arc::new(Snapshot {
             nodes: old.nodes.clone(),
+            modes: self.modes.clone().into(),
             states,
             readers,
             master,

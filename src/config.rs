@@ -90,12 +90,16 @@ impl Default for Listen {
 pub struct Admin {
     /// Default `127.0.0.1:9090`.
     pub listen: SocketAddr,
+    /// When set, the mutating endpoints (drain, disable, enable, promote, check) require
+    /// `Authorization: Bearer <token>`. Required when `listen` is not a loopback address.
+    pub token: Option<String>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token: None,
         }
     }
 }
@@ -570,6 +574,29 @@ impl FileConfig {
                 None,
                 "at least one listener address is required",
             ));
+        }
+        match &self.admin.token {
+            Some(t)
+                if t.trim().is_empty()
+                    || t.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                return Err(ConfigError::at(
+                    "admin.token",
+                    None,
+                    "must be a non-empty word without spaces",
+                ));
+            }
+            None if !self.admin.listen.ip().is_loopback() => {
+                return Err(ConfigError::at(
+                    "admin.token",
+                    None,
+                    format!(
+                        "required: admin.listen {} is not a loopback address, and the admin API can drain and promote nodes",
+                        self.admin.listen
+                    ),
+                ));
+            }
+            _ => {}
         }
         let cp = &self.routing.context_path;
         if !cp.is_empty() && (!cp.starts_with('/') || cp.ends_with('/') || cp.contains(['?', '#']))

@@ -238,17 +238,22 @@ pub struct Observation {
     pub result: CheckResult,
 }
 
-/// Probes one node every `interval`, forever, reporting each result. Ends when the receiver is gone.
+/// Probes one node every `interval`, and at once when `recheck` is notified, reporting each
+/// result. Ends when the receiver is gone.
 pub async fn watchdog(
     node: usize,
     authority: Authority,
     health: Health,
     report: mpsc::Sender<Observation>,
+    recheck: std::sync::Arc<tokio::sync::Notify>,
 ) {
     let mut ticker = tokio::time::interval(health.interval.0);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = recheck.notified() => ticker.reset(),
+        }
         let result = probe(&authority, &health).await;
         if report.send(Observation { node, result }).await.is_err() {
             return;

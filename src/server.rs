@@ -72,6 +72,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         slot_freed,
         recorder,
     ));
+    let commander = cluster.commander();
     let cluster_task = cluster.run();
     let (stop, stopped) = watch::channel(false);
     let connections = Connections {
@@ -101,7 +102,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         )));
     }
     let admin = local_addr(&admin_listener);
-    let admin_view = Arc::new(crate::admin::Admin::new(shared.clone(), metrics));
+    let admin_view = Arc::new(crate::admin::Admin::new(
+        shared.clone(),
+        metrics,
+        commander,
+        config.admin.token.clone(),
+    ));
     listeners.push(tokio::spawn(serve(
         admin_listener,
         connections,
@@ -109,8 +115,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         move |_peer, _verdicts| {
             let view = admin_view.clone();
             move |req: Request<Incoming>| {
-                let response = view.handle(&req);
-                async move { Ok::<_, Infallible>(response) }
+                let view = view.clone();
+                async move { Ok::<_, Infallible>(view.handle(req).await) }
             }
         },
     )));

@@ -65,6 +65,8 @@ pub struct Options {
     pub extra: &'static str,
     /// Write the access log to stdout (off by default: it would flood the test output).
     pub access_log: bool,
+    /// `admin.token`.
+    pub admin_token: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -77,6 +79,7 @@ impl Default for Options {
             routing: "",
             extra: "",
             access_log: false,
+            admin_token: None,
         }
     }
 }
@@ -112,6 +115,9 @@ impl Harness {
             }
         }
         text.push_str(&format!("[log]\naccess = {}\n", opts.access_log));
+        if let Some(token) = opts.admin_token {
+            text = text.replace("[admin]\n", &format!("[admin]\ntoken = \"{token}\"\n"));
+        }
         text.push_str(opts.extra);
         let config =
             Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));

@@ -13,6 +13,8 @@ use http::Uri;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+pub mod env;
+
 /// The configuration geolb runs with when none is given: used by `geolb demo` as a template.
 pub const EXAMPLE: &str = include_str!("../config.toml");
 
@@ -471,16 +473,43 @@ struct FileNode {
 }
 
 impl Config {
-    /// Reads and validates a config file; errors carry the file name.
+    /// Reads and validates a config file, with the `GEOLB_*` environment overrides ([`env`]);
+    /// errors carry the file name.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(path.display().to_string()),
-            key: None,
-            line: None,
-            message: format!("cannot read the config file: {e}"),
+        Config::load_with(path, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::load`] with the environment given.
+    pub fn load_with(
+        path: &Path,
+        vars: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = Some(path.display().to_string());
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            // Nodes from the environment: a file is not needed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && vars("GEOLB_NODES").is_some() => {
+                String::new()
+            }
+            Err(e) => {
+                let message = format!("cannot read the config file: {e}");
+                return Err(ConfigError {
+                    file,
+                    key: None,
+                    line: None,
+                    message,
+                });
+            }
+        };
+        let overridden = env::any(vars);
+        let text = env::apply(&text, vars).map_err(|e| ConfigError {
+            file: file.clone(),
+            ..e
         })?;
         Config::parse(&text).map_err(|e| ConfigError {
-            file: Some(path.display().to_string()),
+            file: file.clone(),
+            // Lines of a rewritten config do not match the file's.
+            line: if overridden { None } else { e.line },
             ..e
         })
     }

@@ -43,6 +43,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
     },
+    /// Exit 0 when the running geolb's admin listener answers (for container health checks).
+    Healthcheck,
     /// Run one simulated GeoServer node (for trying configs and for the load benchmark).
     Sim {
         /// The name it gives in its `X-Node` header.
@@ -83,6 +85,13 @@ fn main() -> ExitCode {
         },
         Command::Demo { listen, admin } => block_on(demo(listen, admin)),
         Command::Sim { name, listen } => block_on(sim(name, listen)),
+        Command::Healthcheck => match Config::load(&cli.config) {
+            Ok(config) => healthcheck(config.admin.listen),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -90,6 +99,42 @@ fn stop_signals() -> Option<server::StopSignals> {
     server::StopSignals::new()
         .map_err(|e| eprintln!("error: cannot listen for signals: {e}"))
         .ok()
+}
+
+/// `GET /status` on the admin listener (loopback when it listens on every address), 2 s at most.
+fn healthcheck(admin: SocketAddr) -> ExitCode {
+    use std::io::{Read, Write};
+    let mut addr = admin;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    let answer = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        write!(
+            s,
+            "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = [0u8; 16];
+        let n = s.read(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[..n]).into_owned())
+    })();
+    match answer {
+        Ok(line) if line.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
+        Ok(line) => {
+            eprintln!("unhealthy: {addr} answered {line:?}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {

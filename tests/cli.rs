@@ -427,3 +427,83 @@ async fn the_access_log_has_one_json_line_per_request() {
     assert_eq!(line["retries"], 0);
     assert_eq!(line["request_id"].as_str().unwrap().len(), 32);
 }
+
+#[test]
+fn check_takes_nodes_from_the_environment_without_a_file() {
+    let out = geolb()
+        .args(["check", "--config", "/nonexistent/geolb.toml"])
+        .env("GEOLB_LISTEN", "0.0.0.0:80")
+        .env(
+            "GEOLB_NODES",
+            "gs-master=http://geoserver-master:8080;master=1,geoserver=http://geoserver:8080",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("listeners: http 0.0.0.0:80"), "{stdout}");
+    assert!(stdout.contains("master order: gs-master"), "{stdout}");
+    let out = geolb()
+        .args(["check", "--config", "/nonexistent/geolb.toml"])
+        .env(
+            "GEOLB_NODES",
+            "gs-master=http://geoserver-master:8080;master=one",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key `GEOLB_NODES`: entry 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_answers_for_a_running_geolb() {
+    let node = geolb::sim::SimNode::start("gs-master", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let dir = std::env::temp_dir().join(format!(
+        "geolb-hc-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nhttp = [\"127.0.0.1:{}\"]\n[admin]\nlisten = \"{admin}\"\n[[nodes]]\nname = \"a\"\nurl = \"{}\"\n",
+            free_port(),
+            node.url()
+        ),
+    )
+    .unwrap();
+    let healthy = || {
+        geolb()
+            .arg("healthcheck")
+            .arg("--config")
+            .arg(&config)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!healthy(), "nothing runs yet");
+    let mut child = geolb()
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !healthy() {
+        assert!(Instant::now() < deadline, "never healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&child, "-TERM");
+    wait_exit(&mut child, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -31,8 +31,8 @@ pub fn status(snapshot: &Snapshot) -> Value {
     let nodes: Vec<Value> = snapshot
         .nodes
         .iter()
-        .map(|node| {
-            let i = node.index;
+        .enumerate()
+        .map(|(i, node)| {
             let last_check = node.last_check().map(|c| {
                 json!({
                     "ok": c.ok,
@@ -170,8 +170,8 @@ impl Admin {
         match result {
             Ok(()) => {
                 let snapshot = self.cluster.load();
-                let node = snapshot.nodes.iter().find(|n| n.name() == name);
-                let mode = node.map_or("unknown", |n| snapshot.modes[n.index].as_str());
+                let position = snapshot.nodes.iter().position(|n| n.name() == name);
+                let mode = position.map_or("unknown", |i| snapshot.modes[i].as_str());
                 json_reply(
                     StatusCode::OK,
                     &json!({ "node": name, "action": action, "mode": mode, "master": snapshot.master().map(|n| n.name()) }),

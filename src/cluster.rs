@@ -22,8 +22,8 @@ pub struct Node {
     pub spec: NodeSpec,
     /// The name, shared with request records.
     pub label: Arc<str>,
-    /// Position in [`Snapshot::nodes`].
-    pub index: usize,
+    /// Unique for the life of the process: a node that leaves and comes back is a new node.
+    pub id: u64,
     /// `http://host:port`.
     pub origin: String,
     in_flight: AtomicUsize,
@@ -43,12 +43,13 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(spec: NodeSpec, index: usize, slot_freed: Option<Arc<Notify>>) -> Node {
+    pub fn new(spec: NodeSpec, slot_freed: Option<Arc<Notify>>) -> Node {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Node {
             label: Arc::from(spec.name.as_str()),
             origin: spec.origin(),
             spec,
-            index,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             last_check: ArcSwapOption::empty(),
@@ -230,6 +231,8 @@ pub enum Acquire {
 /// Everything a request needs to be routed, immutable once published.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// The configuration in force (limits, timeouts, retries… for the request path).
+    pub config: Arc<Config>,
     pub nodes: Arc<[Arc<Node>]>,
     /// Each node's health, by index.
     pub states: Box<[State]>,
@@ -249,33 +252,29 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Takes a slot on a node of `pool`: a reader not in `tried` (by index) and under `max` (0 =
-    /// unlimited) requests, or the master.
-    pub fn acquire(
-        &self,
-        pool: Pool,
-        tried: &[usize],
-        max: usize,
-        rng: &mut fastrand::Rng,
-    ) -> Acquire {
-        let node = match pool {
-            Pool::Master => match self.master() {
-                Some(node) => node,
+    /// Takes a slot on a node of `pool`: a reader not in `tried` (node ids) and under
+    /// `limits.max_requests`, or the master.
+    pub fn acquire(&self, pool: Pool, tried: &[u64], rng: &mut fastrand::Rng) -> Acquire {
+        let max = self.config.limits.max_requests;
+        let position = match pool {
+            Pool::Master => match self.master {
+                Some(i) => i,
                 None => return Acquire::Empty,
             },
             Pool::Reads => {
                 let readers = &self.readers;
-                if readers.iter().all(|i| tried.contains(i)) {
+                if readers.iter().all(|&i| tried.contains(&self.nodes[i].id)) {
                     return Acquire::Empty;
                 }
                 let now = self.admitted.iter().any(Option::is_some).then(Instant::now);
-                let cand = |i: usize| {
-                    let node = &self.nodes[readers[i]];
+                let cand = |r: usize| {
+                    let i = readers[r];
+                    let node = &self.nodes[i];
                     let load = node.in_flight();
-                    if tried.contains(&node.index) || (max > 0 && load >= max) {
+                    if tried.contains(&node.id) || (max > 0 && load >= max) {
                         return None;
                     }
-                    let weight = match (now, self.admitted[node.index]) {
+                    let weight = match (now, self.admitted[i]) {
                         (Some(now), Some(at)) => {
                             slow_start_weight(now.saturating_duration_since(at), self.slow_start)
                         }
@@ -291,16 +290,22 @@ impl Snapshot {
                     }
                 };
                 match picked {
-                    Some(i) => &self.nodes[readers[i]],
+                    Some(r) => readers[r],
                     None => return Acquire::Busy,
                 }
             }
         };
-        debug_assert_eq!(self.states[node.index], State::Up);
+        debug_assert_eq!(self.states[position], State::Up);
+        let node = &self.nodes[position];
         match node.try_start_request(max) {
             Some(slot) => Acquire::Got(node.clone(), slot),
             None => Acquire::Busy,
         }
+    }
+
+    /// The position of the node with this id.
+    pub fn position(&self, id: u64) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
     }
 
     pub fn master(&self) -> Option<&Arc<Node>> {
@@ -311,7 +316,8 @@ impl Snapshot {
 /// A master candidate, as election sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Candidate {
-    pub node: usize,
+    /// The node's id.
+    pub node: u64,
     pub priority: u32,
     pub state: State,
 }
@@ -321,11 +327,7 @@ pub struct Candidate {
 /// - `Sticky`: a current master that is up keeps the role.
 /// - Otherwise, the first candidate that is up. A better candidate not checked yet (`Unknown`, only at
 ///   startup) holds the election back, so that start order never decides who is master.
-pub fn elect(
-    candidates: &[Candidate],
-    current: Option<usize>,
-    failback: Failback,
-) -> Option<usize> {
+pub fn elect(candidates: &[Candidate], current: Option<u64>, failback: Failback) -> Option<u64> {
     if failback == Failback::Sticky {
         if let Some(c) = candidates.iter().find(|c| Some(c.node) == current) {
             if c.state == State::Up {
@@ -352,86 +354,93 @@ pub fn passive_ejection_allowed(already: usize, total: usize, percent: u32) -> b
 /// A report from the data path to the cluster task.
 #[derive(Debug)]
 pub enum Report {
-    /// `consecutive_failures` live failures in a row on this node.
-    Failing { node: usize, failures: u32 },
+    /// `consecutive_failures` live failures in a row on this node (by id).
+    Failing { node: u64, failures: u32 },
 }
 
-/// The live cluster: the published snapshot and what builds it.
+/// A node of the cluster as the cluster task keeps it.
+struct Member {
+    node: Arc<Node>,
+    health: HealthState,
+    /// Ejected passively and not re-admitted since.
+    passive: bool,
+    /// Re-admitted at, while its slow start may still run.
+    admitted: Option<Instant>,
+    mode: Mode,
+    watchdog: tokio::task::AbortHandle,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+    }
+}
+
+/// A new configuration for the cluster task, and where to say it is in force.
+pub struct Reconfigure {
+    pub config: Arc<Config>,
+    pub done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The live cluster: the published snapshot and what builds it. One task owns it; watchdogs,
+/// the data path (passive reports), the admin API (commands) and reloads talk to it by channel.
 pub struct Cluster {
     shared: Arc<ArcSwap<Snapshot>>,
     config: Arc<Config>,
-    health: Vec<HealthState>,
-    /// Ejected passively and not re-admitted since.
-    passive: Vec<bool>,
-    admitted: Vec<Option<Instant>>,
-    candidates: Vec<Candidate>,
+    members: Vec<Member>,
+    /// A candidate the operator promoted (by id): master while it is up and active.
+    promoted: Option<u64>,
+    slot_freed: Arc<Notify>,
+    observations: mpsc::Receiver<Observation>,
+    observation_tx: mpsc::Sender<Observation>,
     reports: mpsc::Receiver<Report>,
     report_tx: mpsc::Sender<Report>,
     commands: mpsc::Receiver<Command>,
     command_tx: mpsc::Sender<Command>,
-    modes: Vec<Mode>,
-    /// A candidate the operator promoted: master while it is up and active.
-    promoted: Option<usize>,
+    reconfigures: mpsc::Receiver<Reconfigure>,
+    reconfigure_tx: mpsc::Sender<Reconfigure>,
     metrics: Arc<Metrics>,
 }
 
 impl Cluster {
-    /// Builds the first snapshot (every node unknown, so no traffic until checks pass).
+    /// Builds the first snapshot (every node unknown, so no traffic until checks pass). Must be
+    /// called within the runtime: it starts a watchdog per node.
     pub fn new(config: Arc<Config>, slot_freed: Arc<Notify>, metrics: Arc<Metrics>) -> Cluster {
-        let capped = (config.limits.max_requests > 0).then_some(slot_freed);
-        let nodes: Arc<[Arc<Node>]> = config
-            .nodes
-            .iter()
-            .cloned()
-            .enumerate()
-            .map(|(i, s)| Arc::new(Node::new(s, i, capped.clone())))
-            .collect();
-        let mut candidates: Vec<Candidate> = nodes
-            .iter()
-            .filter_map(|n| {
-                n.spec.master.map(|priority| Candidate {
-                    node: n.index,
-                    priority,
-                    state: State::Unknown,
-                })
-            })
-            .collect();
-        candidates.sort_by_key(|c| (c.priority, c.node));
-        let classifier = Arc::new(Classifier::new(
-            &config.routing.context_path,
-            config.routes.clone(),
-            config.routing.lookahead,
-        ));
-        let n = nodes.len();
+        let (observation_tx, observations) = mpsc::channel(256);
+        let (report_tx, reports) = mpsc::channel(64);
+        let (command_tx, commands) = mpsc::channel(16);
+        let (reconfigure_tx, reconfigures) = mpsc::channel(4);
         let snapshot = Snapshot {
-            states: vec![State::Unknown; n].into(),
-            modes: vec![Mode::Active; n].into(),
-            nodes,
+            config: config.clone(),
+            states: Box::new([]),
+            modes: Box::new([]),
+            nodes: Arc::new([]),
             readers: Box::new([]),
             master: None,
-            classifier,
+            classifier: Arc::new(classifier(&config)),
             balance: config.routing.balance,
-            admitted: vec![None; n].into(),
+            admitted: Box::new([]),
             slow_start: config.routing.slow_start.0,
             ticket: AtomicUsize::new(0),
         };
-        let (report_tx, reports) = mpsc::channel(64);
-        let (command_tx, commands) = mpsc::channel(16);
-        Cluster {
+        let mut cluster = Cluster {
             shared: Arc::new(ArcSwap::from_pointee(snapshot)),
-            config,
-            health: vec![HealthState::default(); n],
-            passive: vec![false; n],
-            admitted: vec![None; n],
-            candidates,
+            config: config.clone(),
+            members: Vec::new(),
+            promoted: None,
+            slot_freed,
+            observations,
+            observation_tx,
             reports,
             report_tx,
             commands,
             command_tx,
-            modes: vec![Mode::Active; n],
-            promoted: None,
+            reconfigures,
+            reconfigure_tx,
             metrics,
-        }
+        };
+        cluster.reconfigure(config);
+        cluster
     }
 
     /// The handle the data path and the admin listener read.
@@ -444,40 +453,31 @@ impl Cluster {
         self.command_tx.clone()
     }
 
+    /// Where reloads send a new configuration.
+    pub fn reconfigurer(&self) -> mpsc::Sender<Reconfigure> {
+        self.reconfigure_tx.clone()
+    }
+
     /// Where the data path reports failing nodes (never blocks: a full channel drops the report).
     pub fn reporter(&self) -> mpsc::Sender<Report> {
         self.report_tx.clone()
     }
 
-    /// Starts a watchdog per node and applies their reports until the returned task is aborted.
+    /// Applies what the watchdogs, the data path, the operator and reloads say, until aborted
+    /// (which drops the members, and so stops their watchdogs).
     pub fn run(mut self) -> tokio::task::JoinHandle<()> {
-        let (tx, mut rx) = mpsc::channel::<Observation>(64);
-        let snapshot = self.shared.load_full();
-        let watchdogs: Vec<_> = snapshot
-            .nodes
-            .iter()
-            .map(|node| {
-                let health = self.config.health.clone();
-                tokio::spawn(health::watchdog(
-                    node.index,
-                    node.authority().clone(),
-                    health,
-                    tx.clone(),
-                    node.recheck.clone(),
-                ))
-            })
-            .collect();
-        drop(tx);
         tokio::spawn(async move {
-            // Aborting this task drops the guard, which stops the watchdogs.
-            let _watchdogs = AbortOnDrop(watchdogs);
             loop {
                 tokio::select! {
-                    Some(obs) = rx.recv() => self.observe(obs),
+                    Some(obs) = self.observations.recv() => self.observe(obs),
                     Some(report) = self.reports.recv() => self.report(report),
                     Some(command) = self.commands.recv() => {
                         let result = self.command(&command.node, command.action);
                         let _ = command.reply.send(result);
+                    }
+                    Some(change) = self.reconfigures.recv() => {
+                        self.reconfigure(change.config);
+                        let _ = change.done.send(());
                     }
                     else => return,
                 }
@@ -485,22 +485,87 @@ impl Cluster {
         })
     }
 
+    /// Puts a configuration in force: nodes that stay (same name and spec) keep their health,
+    /// mode and counters; new ones start unknown; removed ones get no new requests (those in flight
+    /// finish, holding the node). Routing, health and limits change for the next request.
+    pub fn reconfigure(&mut self, config: Arc<Config>) {
+        let health_changed = config.health_differs(&self.config);
+        let mut old: Vec<Member> = std::mem::take(&mut self.members);
+        for spec in &config.nodes {
+            let kept = old
+                .iter()
+                .position(|m| m.node.spec == *spec)
+                .map(|i| old.swap_remove(i));
+            let member = match kept {
+                Some(mut m) if health_changed => {
+                    m.watchdog.abort();
+                    m.watchdog = self.watch(&m.node, &config);
+                    m
+                }
+                Some(m) => m,
+                None => {
+                    let capped = (config.limits.max_requests > 0).then(|| self.slot_freed.clone());
+                    let node = Arc::new(Node::new(spec.clone(), capped));
+                    if !self.shared.load().nodes.is_empty() {
+                        tracing::info!(node = node.name(), url = %node.origin, "node added");
+                    }
+                    let watchdog = self.watch(&node, &config);
+                    Member {
+                        node,
+                        health: HealthState::default(),
+                        passive: false,
+                        admitted: None,
+                        mode: Mode::Active,
+                        watchdog,
+                    }
+                }
+            };
+            self.members.push(member);
+        }
+        for gone in &old {
+            tracing::info!(
+                node = gone.node.name(),
+                in_flight = gone.node.in_flight(),
+                "node removed: in-flight requests finish"
+            );
+        }
+        drop(old);
+        self.config = config;
+        let snapshot = self.shared.load_full();
+        self.publish(&snapshot, Some(Arc::new(classifier(&self.config))));
+    }
+
+    fn watch(&self, node: &Arc<Node>, config: &Config) -> tokio::task::AbortHandle {
+        tokio::spawn(health::watchdog(
+            node.id,
+            node.authority().clone(),
+            config.health.clone(),
+            self.observation_tx.clone(),
+            node.recheck.clone(),
+        ))
+        .abort_handle()
+    }
+
+    fn member(&mut self, id: u64) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.node.id == id)
+    }
+
     /// Applies one check result; publishes a new snapshot when a node changes state.
     pub fn observe(&mut self, obs: Observation) {
-        let snapshot = self.shared.load_full();
-        let Some(node) = snapshot.nodes.get(obs.node) else {
+        let (rise, fall) = (self.config.health.rise, self.config.health.fall);
+        let metrics = self.metrics.clone();
+        let Some(m) = self.member(obs.node) else {
             return;
         };
+        let node = m.node.clone();
         let ok = obs.result.ok;
-        let result = if ok { "pass" } else { "fail" };
-        self.metrics
+        metrics
             .checks
-            .with_label_values(&[node.name(), result])
+            .with_label_values(&[node.name(), if ok { "pass" } else { "fail" }])
             .inc();
         let detail = obs.result.detail.clone();
         node.last_check.store(Some(Arc::new(obs.result)));
-        let (rise, fall) = (self.config.health.rise, self.config.health.fall);
-        let Some(t) = self.health[obs.node].observe(ok, rise, fall) else {
+        let Some(t) = m.health.observe(ok, rise, fall) else {
             return;
         };
         node.state_since
@@ -508,39 +573,37 @@ impl Cluster {
         if t.to == State::Up {
             tracing::info!(node = node.name(), from = %t.from, to = %t.to, reason = %detail, "node admitted");
             node.failures.store(0, Ordering::Relaxed);
-            self.passive[obs.node] = false;
+            m.passive = false;
             if t.from == State::Down {
-                self.admitted[obs.node] = Some(Instant::now());
+                m.admitted = Some(Instant::now());
             }
         } else {
             tracing::warn!(node = node.name(), from = %t.from, to = %t.to, reason = %detail, "node ejected");
             if t.from == State::Up {
-                self.metrics
+                metrics
                     .ejections
                     .with_label_values(&[node.name(), "active"])
                     .inc();
                 node.eject_reason(format!("active: {detail}"));
             }
         }
-        self.publish(&snapshot);
+        let snapshot = self.shared.load_full();
+        self.publish(&snapshot, None);
     }
 
     /// Applies a passive failure report: ejects the node at once, within the passive share.
     pub fn report(&mut self, report: Report) {
-        let Report::Failing { node: i, failures } = report;
-        let snapshot = self.shared.load_full();
-        let Some(node) = snapshot.nodes.get(i) else {
-            return;
-        };
-        if self.health[i].state() != State::Up {
+        let Report::Failing { node: id, failures } = report;
+        let already = self.members.iter().filter(|m| m.passive).count();
+        let total = self.members.len();
+        let percent = self.config.passive.max_ejected_percent;
+        let metrics = self.metrics.clone();
+        let Some(m) = self.member(id) else { return };
+        if m.health.state() != State::Up {
             return;
         }
-        let already = self.passive.iter().filter(|&&p| p).count();
-        if !passive_ejection_allowed(
-            already,
-            self.health.len(),
-            self.config.passive.max_ejected_percent,
-        ) {
+        let node = m.node.clone();
+        if !passive_ejection_allowed(already, total, percent) {
             tracing::warn!(
                 node = node.name(),
                 failures,
@@ -549,30 +612,29 @@ impl Cluster {
             );
             return;
         }
-        if let Some(t) = self.health[i].eject() {
-            tracing::warn!(node = node.name(), from = %t.from, to = %t.to, reason = %format!("{failures} consecutive failures on live traffic"), "node ejected (passive)");
+        if let Some(t) = m.health.eject() {
+            let reason = format!("{failures} consecutive failures on live traffic");
+            tracing::warn!(node = node.name(), from = %t.from, to = %t.to, reason = %reason, "node ejected (passive)");
+            m.passive = true;
+            node.failures.store(0, Ordering::Relaxed);
             node.state_since
                 .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
-            node.eject_reason(format!(
-                "passive: {failures} consecutive failures on live traffic"
-            ));
-            self.metrics
+            node.eject_reason(format!("passive: {reason}"));
+            metrics
                 .ejections
                 .with_label_values(&[node.name(), "passive"])
                 .inc();
-            self.passive[i] = true;
-            node.failures.store(0, Ordering::Relaxed);
-            self.publish(&snapshot);
+            let snapshot = self.shared.load_full();
+            self.publish(&snapshot, None);
         }
     }
 
     /// Applies an operator command; publishes the change.
     pub fn command(&mut self, name: &str, action: Action) -> Result<(), CommandError> {
-        let snapshot = self.shared.load_full();
-        let Some(node) = snapshot.nodes.iter().find(|n| n.name() == name) else {
+        let Some(m) = self.members.iter_mut().find(|m| m.node.name() == name) else {
             return Err(CommandError::UnknownNode(name.to_string()));
         };
-        let i = node.index;
+        let node = m.node.clone();
         match action {
             Action::Check => {
                 node.recheck.notify_one();
@@ -583,80 +645,124 @@ impl Cluster {
                 if node.spec.master.is_none() {
                     return Err(CommandError::NotCandidate(name.to_string()));
                 }
-                if self.health[i].state() != State::Up || self.modes[i] != Mode::Active {
+                if m.health.state() != State::Up || m.mode != Mode::Active {
                     return Err(CommandError::NotReady(name.to_string()));
                 }
-                self.promoted = Some(i);
+                self.promoted = Some(node.id);
             }
-            Action::Drain => self.modes[i] = Mode::Draining,
+            Action::Drain => m.mode = Mode::Draining,
             Action::Disable => {
-                self.modes[i] = Mode::Disabled;
+                m.mode = Mode::Disabled;
                 node.eject_reason("operator: disabled".to_string());
             }
-            Action::Enable => self.modes[i] = Mode::Active,
+            Action::Enable => m.mode = Mode::Active,
         }
-        tracing::warn!(node = name, action = ?action, mode = self.modes[i].as_str(), "operator command");
-        self.publish(&snapshot);
+        let mode = self
+            .members
+            .iter()
+            .find(|m| m.node.id == node.id)
+            .map_or(Mode::Active, |m| m.mode);
+        tracing::warn!(node = name, action = ?action, mode = mode.as_str(), "operator command");
+        let snapshot = self.shared.load_full();
+        self.publish(&snapshot, None);
         Ok(())
     }
 
-    fn publish(&mut self, old: &Snapshot) {
-        let states: Box<[State]> = self.health.iter().map(HealthState::state).collect();
+    /// Builds and stores the snapshot for the members as they are now.
+    fn publish(&mut self, old: &Snapshot, classifier: Option<Arc<Classifier>>) {
         // A node the operator drains or disables is, for routing, down.
-        let usable = |i: usize| {
-            if self.modes[i] == Mode::Active {
-                states[i]
+        let usable = |m: &Member| {
+            if m.mode == Mode::Active {
+                m.health.state()
             } else {
                 State::Down
             }
         };
-        for c in &mut self.candidates {
-            c.state = usable(c.node);
-        }
-        if self.promoted.is_some_and(|p| usable(p) != State::Up) {
-            self.promoted = None;
-        }
-        let master = match self.promoted {
-            // A promoted candidate holds the role like a sticky master, until it fails.
-            Some(p) => elect(&self.candidates, Some(p), Failback::Sticky),
-            None => elect(&self.candidates, old.master, self.config.routing.failback),
-        };
-        let readers: Box<[usize]> = (0..states.len())
-            .filter(|&i| usable(i) == State::Up && old.nodes[i].spec.reads)
+        let mut candidates: Vec<(usize, Candidate)> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                m.node.spec.master.map(|priority| {
+                    (
+                        i,
+                        Candidate {
+                            node: m.node.id,
+                            priority,
+                            state: usable(m),
+                        },
+                    )
+                })
+            })
             .collect();
-        if master != old.master {
-            let name = |m: Option<usize>| m.map_or("none", |i| old.nodes[i].name());
-            if old.master.is_none() && master.is_some() {
-                tracing::info!(master = name(master), "master elected");
-            } else if master.is_some() {
-                tracing::warn!(from = name(old.master), to = name(master), "master changed");
+        candidates.sort_by_key(|(i, c)| (c.priority, *i));
+        let candidates: Vec<Candidate> = candidates.into_iter().map(|(_, c)| c).collect();
+        if let Some(p) = self.promoted {
+            if !candidates
+                .iter()
+                .any(|c| c.node == p && c.state == State::Up)
+            {
+                self.promoted = None;
+            }
+        }
+        let old_master = old.master().map(|n| n.id);
+        let elected = match self.promoted {
+            // A promoted candidate holds the role like a sticky master, until it fails.
+            Some(p) => elect(&candidates, Some(p), Failback::Sticky),
+            None => elect(&candidates, old_master, self.config.routing.failback),
+        };
+        let master = elected.and_then(|id| self.members.iter().position(|m| m.node.id == id));
+        let states: Box<[State]> = self.members.iter().map(|m| m.health.state()).collect();
+        let readers: Box<[usize]> = (0..self.members.len())
+            .filter(|&i| usable(&self.members[i]) == State::Up && self.members[i].node.spec.reads)
+            .collect();
+        let all_checked = states.iter().all(|s| *s != State::Unknown);
+        if elected != old_master {
+            let name = |id: Option<u64>| {
+                id.and_then(|id| {
+                    old.nodes
+                        .iter()
+                        .chain(self.members.iter().map(|m| &m.node))
+                        .find(|n| n.id == id)
+                })
+                .map_or("none".to_string(), |n| n.name().to_string())
+            };
+            if old_master.is_none() && elected.is_some() {
+                tracing::info!(master = name(elected), "master elected");
+            } else if elected.is_some() {
+                tracing::warn!(
+                    from = name(old_master),
+                    to = name(elected),
+                    "master changed"
+                );
                 self.metrics.failovers.inc();
-            } else if !self.candidates.is_empty() && states.iter().all(|s| *s != State::Unknown) {
+            } else if !candidates.is_empty() && all_checked {
                 tracing::error!(
-                    from = name(old.master),
+                    from = name(old_master),
                     "no healthy master: writes are unavailable"
                 );
             }
         }
-        if readers.is_empty() && states.iter().all(|s| *s != State::Unknown) {
+        if readers.is_empty() && all_checked && !self.members.is_empty() {
             tracing::error!("no healthy node serves reads: reads are unavailable");
         }
         // Slow start only matters while it runs; later snapshots forget finished ramps.
         let ramp = self.config.routing.slow_start.0;
-        for at in &mut self.admitted {
-            if at.is_some_and(|t| t.elapsed() >= ramp) {
-                *at = None;
+        for m in &mut self.members {
+            if m.admitted.is_some_and(|t| t.elapsed() >= ramp) {
+                m.admitted = None;
             }
         }
         let snapshot = Arc::new(Snapshot {
-            nodes: old.nodes.clone(),
-            modes: self.modes.clone().into(),
+            config: self.config.clone(),
+            nodes: self.members.iter().map(|m| m.node.clone()).collect(),
+            modes: self.members.iter().map(|m| m.mode).collect(),
             states,
             readers,
             master,
-            classifier: old.classifier.clone(),
-            balance: old.balance,
-            admitted: self.admitted.clone().into(),
+            classifier: classifier.unwrap_or_else(|| old.classifier.clone()),
+            balance: self.config.routing.balance,
+            admitted: self.members.iter().map(|m| m.admitted).collect(),
             slow_start: ramp,
             ticket: AtomicUsize::new(0),
         });
@@ -665,14 +771,12 @@ impl Cluster {
     }
 }
 
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
+fn classifier(config: &Config) -> Classifier {
+    Classifier::new(
+        &config.routing.context_path,
+        config.routes.clone(),
+        config.routing.lookahead,
+    )
 }
 
 #[cfg(test)]
@@ -685,7 +789,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &state)| Candidate {
-                node: i,
+                node: i as u64,
                 priority: i as u32 + 1,
                 state,
             })

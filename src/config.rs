@@ -181,7 +181,7 @@ pub struct RouteRule {
 }
 
 /// `[health]`: the active watchdog, one per node.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Health {
     /// Path and query probed on every node. Default: a WMS 1.3.0 GetCapabilities under the context.
@@ -532,6 +532,11 @@ impl Config {
                 }
             })?;
         file.validate(line_of)
+    }
+
+    /// Whether the health checks differ (their watchdogs must restart).
+    pub fn health_differs(&self, other: &Config) -> bool {
+        self.health != other.health
     }
 
     /// The nodes that may become master, best first (priority, then config order).

@@ -234,14 +234,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// One probe's result for the node at `node` (its index in the snapshot it was started for).
 #[derive(Debug)]
 pub struct Observation {
-    pub node: usize,
+    /// The node's id.
+    pub node: u64,
     pub result: CheckResult,
 }
 
 /// Probes one node every `interval`, and at once when `recheck` is notified, reporting each
 /// result. Ends when the receiver is gone.
 pub async fn watchdog(
-    node: usize,
+    node: u64,
     authority: Authority,
     health: Health,
     report: mpsc::Sender<Observation>,

@@ -147,9 +147,9 @@ impl Metrics {
 
     /// Sets the node gauges from a snapshot (on publish and at scrape time).
     pub fn observe_snapshot(&self, snapshot: &Snapshot) {
-        for node in snapshot.nodes.iter() {
+        for (i, node) in snapshot.nodes.iter().enumerate() {
             let name = node.name();
-            let role = if snapshot.master == Some(node.index) {
+            let role = if snapshot.master == Some(i) {
                 "master"
             } else if node.spec.master.is_some() {
                 "candidate"
@@ -163,10 +163,10 @@ impl Metrics {
             }
             self.node_up
                 .with_label_values(&[name, role])
-                .set(i64::from(snapshot.states[node.index] == State::Up));
+                .set(i64::from(snapshot.states[i] == State::Up));
             self.master
                 .with_label_values(&[name])
-                .set(i64::from(snapshot.master == Some(node.index)));
+                .set(i64::from(snapshot.master == Some(i)));
             self.in_flight
                 .with_label_values(&[name])
                 .set(node.in_flight() as i64);

@@ -41,10 +41,8 @@ use crate::cluster::Snapshot;
 /// The client-facing request handler, shared by every connection of the plain listeners.
 pub struct Proxy {
     cluster: Arc<ArcSwap<Snapshot>>,
+    /// Pooled keep-alive connections to the nodes (connect timeout and idle time fixed at start).
     client: Client<HttpConnector, LentBody>,
-    config: Arc<Config>,
-    /// Seconds a client is told to wait on a 503.
-    retry_after: HeaderValue,
     reports: mpsc::Sender<Report>,
     slot_freed: Arc<Notify>,
     queued: AtomicUsize,
@@ -65,7 +63,7 @@ enum Failure {
 
 impl Proxy {
     pub fn new(
-        config: Arc<Config>,
+        config: &Config,
         cluster: Arc<ArcSwap<Snapshot>>,
         reports: mpsc::Sender<Report>,
         slot_freed: Arc<Notify>,
@@ -79,7 +77,6 @@ impl Proxy {
             .pool_idle_timeout(config.forwarding.pool_idle_timeout.0)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        let retry_after = config.health.interval.0.as_secs_f64().ceil().max(1.0) as u64;
         let r = &config.retries;
         let budget = TpsBudget::new(
             r.budget_window.0,
@@ -89,13 +86,11 @@ impl Proxy {
         Proxy {
             cluster,
             client,
-            retry_after: HeaderValue::from(retry_after),
             reports,
             slot_freed,
             recorder,
             queued: AtomicUsize::new(0),
             budget,
-            config,
         }
     }
 
@@ -136,7 +131,11 @@ impl Proxy {
         let mut response = result.unwrap_or_else(|err| {
             let path = record.target.as_ref().map_or("/", PathAndQuery::path);
             err.log(&record.method, path, peer);
-            err.into_response(&self.retry_after)
+            // A client may try again after one health-check interval.
+            let interval = self.cluster.load().config.health.interval.0;
+            err.into_response(&HeaderValue::from(
+                interval.as_secs_f64().ceil().max(1.0) as u64
+            ))
         });
         response.headers_mut().insert(X_REQUEST_ID.clone(), id);
         record.status = response.status().as_u16();
@@ -158,7 +157,9 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let snapshot = self.cluster.load_full();
         let (mut parts, body) = req.into_parts();
-        check_request(&parts, self.config.limits.max_body)?;
+        // The configuration in force when the request came: a reload applies to the next one.
+        let config = snapshot.config.clone();
+        check_request(&parts, config.limits.max_body)?;
 
         // classify
         let query = parts.uri.query();
@@ -182,8 +183,8 @@ impl Proxy {
         record.pool = Some(route.pool);
         record.class = Some(route.class);
         tracing::debug!(method = %parts.method, path = parts.uri.path(), pool = ?route.pool, class = %route.class, "classified");
-        let timeouts = *self.config.timeouts.of(route.pool);
-        let max_body = self.config.limits.max_body;
+        let timeouts = *config.timeouts.of(route.pool);
+        let max_body = config.limits.max_body;
         record.received = frames
             .iter()
             .filter_map(Frame::data_ref)
@@ -209,7 +210,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         self.budget.deposit();
 
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried: Vec<u64> = Vec::new();
         let mut last: Option<Failure> = None;
         loop {
             // pick
@@ -302,7 +303,7 @@ impl Proxy {
             let sendable =
                 replay.is_some() || (matches!(failure, Failure::Connect(..)) && body.is_some());
             let attempts = tried.len() as u32 + 1;
-            if !sendable || attempts > self.config.retries.max {
+            if !sendable || attempts > config.retries.max {
                 return self.give_up(failure, client_host.as_ref(), timeouts);
             }
             if !self.budget.withdraw() {
@@ -317,7 +318,7 @@ impl Proxy {
                 "retrying on another node"
             );
             if route.pool == Pool::Reads {
-                tried.push(node.index);
+                tried.push(node.id);
             }
             last = Some(failure);
         }
@@ -352,9 +353,10 @@ impl Proxy {
     async fn acquire(
         &self,
         pool: Pool,
-        tried: &[usize],
+        tried: &[u64],
     ) -> Result<(Arc<Node>, InFlight), ProxyError> {
-        let limits = &self.config.limits;
+        let config = self.cluster.load().config.clone();
+        let limits = &config.limits;
         let mut rng = fastrand::Rng::new();
         let empty = || {
             if pool == Pool::Master {
@@ -363,12 +365,8 @@ impl Proxy {
                 ProxyError::NoReader
             }
         };
-        let attempt = |rng: &mut fastrand::Rng| match self.cluster.load().acquire(
-            pool,
-            tried,
-            limits.max_requests,
-            rng,
-        ) {
+        let attempt = |rng: &mut fastrand::Rng| match self.cluster.load().acquire(pool, tried, rng)
+        {
             Acquire::Got(node, slot) => Some(Ok((node, slot))),
             Acquire::Empty => Some(Err(empty())),
             Acquire::Busy => None,
@@ -407,10 +405,10 @@ impl Proxy {
 
     /// Passive health: counts live failures; enough in a row reports the node to the cluster task.
     fn record(&self, node: &Node, ok: bool) {
-        let threshold = self.config.passive.consecutive_failures;
+        let threshold = self.cluster.load().config.passive.consecutive_failures;
         if node.record(ok, threshold) {
             let _ = self.reports.try_send(Report::Failing {
-                node: node.index,
+                node: node.id,
                 failures: threshold,
             });
         }
@@ -421,7 +419,8 @@ impl Proxy {
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
-        let trusted: &[IpNet] = &self.config.forwarding.trusted_proxies;
+        let snapshot = self.cluster.load();
+        let trusted: &[IpNet] = &snapshot.config.forwarding.trusted_proxies;
         !trusted.is_empty() && trusted.iter().any(|net| net.contains(&ip))
     }
 }

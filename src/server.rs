@@ -66,7 +66,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let shared = cluster.shared();
     let recorder = Arc::new(Recorder::start(config.log.clone(), metrics.clone()));
     let proxy = Arc::new(Proxy::new(
-        config.clone(),
+        &config,
         shared.clone(),
         cluster.reporter(),
         slot_freed,

@@ -161,7 +161,6 @@ mod tests {
                 master: None,
                 reads: true,
             },
-            0,
             None,
         )
     }

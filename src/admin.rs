@@ -1,6 +1,7 @@
 //! The operator's listener: the status page (`GET /`), the snapshot as JSON (`GET /status`),
-//! Prometheus metrics (`GET /metrics`) and runtime control (`POST /nodes/{name}/{action}`:
-//! drain, disable, enable, promote, check), the last behind a bearer token when one is set.
+//! Prometheus metrics (`GET /metrics`), runtime control (`POST /nodes/{name}/{action}`: drain,
+//! disable, enable, promote, check) and `POST /reload`, the last two behind a bearer token when
+//! one is set.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cluster::{Action, Command, CommandError, Snapshot};
 use crate::metrics::Metrics;
 use crate::proxy::ResponseBody;
+use crate::server::{ReloadRequest, Source};
 
 /// The status page: one self-contained file (no external assets), refreshing itself from `/status`.
 const STATUS_PAGE: &str = include_str!("status.html");
@@ -83,7 +85,7 @@ pub struct Admin {
     cluster: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     commands: mpsc::Sender<Command>,
-    token: Option<String>,
+    reloads: mpsc::Sender<ReloadRequest>,
 }
 
 impl Admin {
@@ -91,13 +93,13 @@ impl Admin {
         cluster: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
         commands: mpsc::Sender<Command>,
-        token: Option<String>,
+        reloads: mpsc::Sender<ReloadRequest>,
     ) -> Admin {
         Admin {
             cluster,
             metrics,
             commands,
-            token,
+            reloads,
         }
     }
 
@@ -121,6 +123,7 @@ impl Admin {
                 )
             }
             (&Method::POST, _) if path.starts_with("/nodes/") => self.control(&req).await,
+            (&Method::POST, "/reload") => self.reload(&req).await,
             (_, "/" | "/status" | "/metrics") => {
                 reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use GET\n")
             }
@@ -135,13 +138,7 @@ impl Admin {
     /// `POST /nodes/{name}/{drain|disable|enable|promote|check}`.
     async fn control<B>(&self, req: &Request<B>) -> Response<ResponseBody> {
         if !self.authorized(req) {
-            let mut r = json_reply(
-                StatusCode::UNAUTHORIZED,
-                &json!({ "error": "a valid bearer token is required" }),
-            );
-            r.headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
+            return unauthorized();
         }
         let mut parts = req
             .uri()
@@ -193,8 +190,37 @@ impl Admin {
         }
     }
 
+    /// `POST /reload`: re-reads the config file, as SIGHUP does.
+    async fn reload<B>(&self, req: &Request<B>) -> Response<ResponseBody> {
+        if !self.authorized(req) {
+            return unauthorized();
+        }
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .reloads
+            .send(ReloadRequest {
+                source: Source::File,
+                reply,
+            })
+            .await;
+        let outcome = match sent {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Err("geolb is stopping".into())),
+            Err(_) => Err("geolb is stopping".into()),
+        };
+        match outcome {
+            Ok(()) => json_reply(StatusCode::OK, &json!({ "reloaded": true })),
+            Err(e) => json_reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({ "reloaded": false, "error": e }),
+            ),
+        }
+    }
+
     fn authorized<B>(&self, req: &Request<B>) -> bool {
-        let Some(token) = &self.token else {
+        let snapshot = self.cluster.load();
+        let Some(token) = &snapshot.config.admin.token else {
             return true;
         };
         let given = req
@@ -214,6 +240,16 @@ impl Admin {
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
+
+fn unauthorized() -> Response<ResponseBody> {
+    let mut r = json_reply(
+        StatusCode::UNAUTHORIZED,
+        &json!({ "error": "a valid bearer token is required" }),
+    );
+    r.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
 
 fn reply(
     status: StatusCode,

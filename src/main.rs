@@ -77,7 +77,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => match Config::load(&cli.config) {
-            Ok(config) => block_on(run(config)),
+            Ok(config) => block_on(run(config, cli.config.clone())),
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
@@ -95,8 +95,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn stop_signals() -> Option<server::StopSignals> {
-    server::StopSignals::new()
+fn stop_signals() -> Option<server::Signals> {
+    server::Signals::new()
         .map_err(|e| eprintln!("error: cannot listen for signals: {e}"))
         .ok()
 }
@@ -150,22 +150,26 @@ fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, file: PathBuf) -> ExitCode {
     let Some(mut signals) = stop_signals() else {
         return ExitCode::FAILURE;
     };
-    let running = match server::start(config).await {
+    let running = match server::start_with_file(config, Some(file)).await {
         Ok(running) => running,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    signals.recv().await;
+    // SIGHUP reloads the config file (an invalid one is refused and logged); SIGINT/SIGTERM stop.
+    while signals.recv().await == server::Signal::Reload {
+        tracing::info!("SIGHUP: reloading the configuration");
+        let _ = running.reload(server::Source::File).await;
+    }
     tracing::info!("stopping: no new connections; letting in-flight requests finish (a second signal exits at once)");
     tokio::select! {
         _ = running.shutdown() => ExitCode::SUCCESS,
-        _ = signals.recv() => {
+        _ = signals.stop() => {
             tracing::warn!("second signal: exiting now, cutting in-flight requests");
             ExitCode::FAILURE
         }
@@ -179,7 +183,7 @@ async fn sim(name: String, listen: SocketAddr) -> ExitCode {
     match SimNode::start(&name, listen).await {
         Ok(node) => {
             println!("simulated GeoServer node {name} on {}", node.url());
-            signals.recv().await;
+            signals.stop().await;
             node.kill().await;
             ExitCode::SUCCESS
         }
@@ -270,7 +274,7 @@ url = "{}"
         nodes[1].url(),
         nodes[2].url(),
     );
-    signals.recv().await;
+    signals.stop().await;
     println!("stopping");
     running.shutdown().await;
     for node in &nodes {

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method};
 use tokio::sync::mpsc;
@@ -41,14 +42,25 @@ pub struct Record {
 pub struct Recorder {
     tx: mpsc::Sender<Record>,
     metrics: Arc<Metrics>,
+    settings: Arc<ArcSwap<LogSettings>>,
 }
 
 impl Recorder {
     /// Starts the recorder task.
     pub fn start(settings: LogSettings, metrics: Arc<Metrics>) -> Recorder {
         let (tx, rx) = mpsc::channel(64 * 1024);
-        tokio::spawn(run(rx, settings, metrics.clone()));
-        Recorder { tx, metrics }
+        let settings = Arc::new(ArcSwap::from_pointee(settings));
+        tokio::spawn(run(rx, settings.clone(), metrics.clone()));
+        Recorder {
+            tx,
+            metrics,
+            settings,
+        }
+    }
+
+    /// New access-log settings (a reload), for the next records.
+    pub fn set_settings(&self, settings: LogSettings) {
+        self.settings.store(Arc::new(settings));
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -63,11 +75,16 @@ impl Recorder {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Record>, settings: LogSettings, metrics: Arc<Metrics>) {
+async fn run(
+    mut rx: mpsc::Receiver<Record>,
+    settings: Arc<ArcSwap<LogSettings>>,
+    metrics: Arc<Metrics>,
+) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let mut line = String::with_capacity(512);
     while let Some(record) = rx.recv().await {
         count(&metrics, &record);
+        let settings = settings.load();
         if settings.access {
             line.clear();
             format_line(&mut line, &record, &settings);

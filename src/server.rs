@@ -1,9 +1,12 @@
 //! Accepting connections: the plain listeners (HTTP/1.1 and h2c) and the admin listener, the
-//! cluster task, and a graceful stop.
+//! cluster task, reloads (a supervisor task applies a new configuration: listeners added or
+//! removed, the cluster reconfigured) and a graceful stop.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,17 +18,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Cluster, Snapshot};
+use crate::admin::Admin;
+use crate::cluster::{Cluster, Reconfigure, Snapshot};
 use crate::config::Config;
 use crate::framing::{Verdicts, Watched};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ResponseBody};
 use crate::record::Recorder;
 
-/// Why geolb could not start.
+/// Why geolb could not start, or a reload could not bind a listener.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} ({what}): {source}")]
 pub struct StartError {
@@ -34,29 +38,50 @@ pub struct StartError {
     pub source: std::io::Error,
 }
 
-/// A running geolb: its bound addresses and what stops it.
+/// Where a reload takes its configuration from.
+#[derive(Debug)]
+pub enum Source {
+    /// Read the file again (with the `GEOLB_*` overrides), as `geolb check` would.
+    File,
+    /// This configuration, already parsed.
+    Given(Box<Config>),
+}
+
+/// A reload asked of the supervisor, and where its outcome goes.
+pub struct ReloadRequest {
+    pub source: Source,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// A running geolb: its bound addresses and what steers it.
 pub struct Running {
-    /// The plain listeners' bound addresses (ports resolved when `:0` was asked).
+    /// The plain listeners' bound addresses at start (ports resolved when `:0` was asked).
     pub http: Vec<SocketAddr>,
     pub admin: SocketAddr,
     cluster: Arc<ArcSwap<Snapshot>>,
+    reloads: mpsc::Sender<ReloadRequest>,
     stop: watch::Sender<bool>,
-    listeners: Vec<JoinHandle<()>>,
-    cluster_task: JoinHandle<()>,
+    supervisor: JoinHandle<()>,
+}
+
+/// A listener being served, and what stops it.
+struct Served {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
 /// Binds every listener, starts the watchdogs and serves. Nodes start unknown: traffic flows once
-/// their first checks pass.
+/// their first checks pass. `file` is what [`Source::File`] reloads read.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with_file(config, None).await
+}
+
+/// [`start`], remembering the config file for reloads (SIGHUP, `POST /reload`).
+pub async fn start_with_file(config: Config, file: Option<PathBuf>) -> Result<Running, StartError> {
     let config = Arc::new(config);
-    let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError { addr, what, source })
-    };
     let mut http_listeners = Vec::new();
     for &addr in &config.listen.http {
-        http_listeners.push(bind(addr, "listen.http").await?);
+        http_listeners.push((addr, bind(addr, "listen.http").await?));
     }
     let admin_listener = bind(config.admin.listen, "admin.listen").await?;
 
@@ -70,26 +95,84 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shared.clone(),
         cluster.reporter(),
         slot_freed,
-        recorder,
+        recorder.clone(),
     ));
-    let commander = cluster.commander();
+    let (reloads, reload_rx) = mpsc::channel(4);
+    let admin_view = Arc::new(Admin::new(
+        shared.clone(),
+        metrics.clone(),
+        cluster.commander(),
+        reloads.clone(),
+    ));
+    let mut supervisor = Supervisor {
+        connections: Arc::new(ArcSwap::from_pointee(Connections::of(&config))),
+        proxy,
+        admin_view,
+        http: HashMap::new(),
+        admin: None,
+        config: config.clone(),
+        file,
+        reconfigure: cluster.reconfigurer(),
+        recorder,
+        metrics,
+    };
+    let mut http = Vec::new();
+    for (addr, listener) in http_listeners {
+        http.push(local_addr(&listener));
+        tracing::info!(addr = %local_addr(&listener), "listening (HTTP/1.1, h2c)");
+        supervisor.serve_http(addr, listener);
+    }
+    let admin = local_addr(&admin_listener);
+    tracing::info!(%admin, "admin listening (status page, /status, /metrics, control)");
+    supervisor.serve_admin(config.admin.listen, admin_listener);
     let cluster_task = cluster.run();
     let (stop, stopped) = watch::channel(false);
-    let connections = Connections {
-        builder: client_facing(&config),
-        max_head: config.limits.max_header_bytes,
-        grace: config.listen.shutdown_grace.0,
-    };
+    let supervisor = tokio::spawn(supervisor.run(reload_rx, stopped, cluster_task));
+    Ok(Running {
+        http,
+        admin,
+        cluster: shared,
+        reloads,
+        stop,
+        supervisor,
+    })
+}
 
-    let mut http = Vec::new();
-    let mut listeners = Vec::new();
-    for listener in http_listeners {
-        http.push(local_addr(&listener));
-        let proxy = proxy.clone();
-        listeners.push(tokio::spawn(serve(
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError { addr, what, source })
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Owns the listeners and applies reloads, one at a time.
+struct Supervisor {
+    connections: Arc<ArcSwap<Connections>>,
+    proxy: Arc<Proxy>,
+    admin_view: Arc<Admin>,
+    /// By configured address (what a reload compares).
+    http: HashMap<SocketAddr, Served>,
+    admin: Option<(SocketAddr, Served)>,
+    config: Arc<Config>,
+    file: Option<PathBuf>,
+    reconfigure: mpsc::Sender<Reconfigure>,
+    recorder: Arc<Recorder>,
+    metrics: Arc<Metrics>,
+}
+
+impl Supervisor {
+    fn serve_http(&mut self, addr: SocketAddr, listener: TcpListener) {
+        let proxy = self.proxy.clone();
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(
             listener,
-            connections.clone(),
-            stopped.clone(),
+            self.connections.clone(),
+            stopped,
             move |peer, verdicts: Arc<Verdicts>| {
                 let proxy = proxy.clone();
                 move |req: Request<Incoming>| {
@@ -99,45 +182,130 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                     async move { Ok::<_, Infallible>(proxy.handle(req, peer, smuggled).await) }
                 }
             },
-        )));
+        ));
+        self.http.insert(addr, Served { stop, task });
     }
-    let admin = local_addr(&admin_listener);
-    let admin_view = Arc::new(crate::admin::Admin::new(
-        shared.clone(),
-        metrics,
-        commander,
-        config.admin.token.clone(),
-    ));
-    listeners.push(tokio::spawn(serve(
-        admin_listener,
-        connections,
-        stopped,
-        move |_peer, _verdicts| {
-            let view = admin_view.clone();
-            move |req: Request<Incoming>| {
-                let view = view.clone();
-                async move { Ok::<_, Infallible>(view.handle(req).await) }
-            }
-        },
-    )));
-    for addr in &http {
-        tracing::info!(%addr, "listening (HTTP/1.1, h2c)");
-    }
-    tracing::info!(%admin, "admin listening (GET /status)");
-    Ok(Running {
-        http,
-        admin,
-        cluster: shared,
-        stop,
-        listeners,
-        cluster_task,
-    })
-}
 
-fn local_addr(listener: &TcpListener) -> SocketAddr {
-    listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    fn serve_admin(&mut self, addr: SocketAddr, listener: TcpListener) {
+        let view = self.admin_view.clone();
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(
+            listener,
+            self.connections.clone(),
+            stopped,
+            move |_peer, _verdicts| {
+                let view = view.clone();
+                move |req: Request<Incoming>| {
+                    let view = view.clone();
+                    async move { Ok::<_, Infallible>(view.handle(req).await) }
+                }
+            },
+        ));
+        self.admin = Some((addr, Served { stop, task }));
+    }
+
+    async fn run(
+        mut self,
+        mut reloads: mpsc::Receiver<ReloadRequest>,
+        mut stopped: watch::Receiver<bool>,
+        cluster_task: JoinHandle<()>,
+    ) {
+        loop {
+            tokio::select! {
+                Some(request) = reloads.recv() => {
+                    let outcome = self.reload(request.source).await;
+                    let result = if outcome.is_ok() { "ok" } else { "error" };
+                    self.metrics.reloads.with_label_values(&[result]).inc();
+                    match &outcome {
+                        Ok(()) => tracing::info!("configuration reloaded"),
+                        Err(e) => tracing::error!(error = %e, "reload refused: the previous configuration stays in force"),
+                    }
+                    let _ = request.reply.send(outcome);
+                }
+                _ = stopped.changed() => break,
+            }
+        }
+        // Stop: no new connections anywhere, then every open one finishes within the grace.
+        let served: Vec<Served> = self
+            .http
+            .into_values()
+            .chain(self.admin.map(|(_, s)| s))
+            .collect();
+        for s in &served {
+            let _ = s.stop.send(true);
+        }
+        for s in served {
+            let _ = s.task.await;
+        }
+        cluster_task.abort();
+    }
+
+    /// Validates the new configuration, binds new listeners, then swaps: removed listeners stop
+    /// accepting and drain; the cluster takes the new nodes, routing and health settings.
+    async fn reload(&mut self, source: Source) -> Result<(), String> {
+        let config = match source {
+            Source::Given(config) => *config,
+            Source::File => match &self.file {
+                Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+                None => return Err("geolb was not started from a config file".into()),
+            },
+        };
+        // Bind what is new before changing anything, so a busy port refuses the whole reload.
+        let mut new_http = Vec::new();
+        for &addr in &config.listen.http {
+            if !self.http.contains_key(&addr) {
+                new_http.push((
+                    addr,
+                    bind(addr, "listen.http").await.map_err(|e| e.to_string())?,
+                ));
+            }
+        }
+        let new_admin = match &self.admin {
+            Some((addr, _)) if *addr == config.admin.listen => None,
+            _ => Some(
+                bind(config.admin.listen, "admin.listen")
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        let config = Arc::new(config);
+        self.connections.store(Arc::new(Connections::of(&config)));
+        self.recorder.set_settings(config.log.clone());
+        let (done, applied) = oneshot::channel();
+        self.reconfigure
+            .send(Reconfigure {
+                config: config.clone(),
+                done,
+            })
+            .await
+            .map_err(|_| "the cluster task is not running".to_string())?;
+        let _ = applied.await;
+        for (addr, listener) in new_http {
+            tracing::info!(addr = %local_addr(&listener), "listening (HTTP/1.1, h2c)");
+            self.serve_http(addr, listener);
+        }
+        let gone: Vec<SocketAddr> = self
+            .http
+            .keys()
+            .filter(|a| !config.listen.http.contains(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some(s) = self.http.remove(&addr) {
+                tracing::info!(%addr, "listener removed: its connections finish");
+                let _ = s.stop.send(true);
+            }
+        }
+        if let Some(listener) = new_admin {
+            if let Some((addr, old)) = self.admin.take() {
+                tracing::info!(%addr, "admin listener moved");
+                let _ = old.stop.send(true);
+            }
+            self.serve_admin(config.admin.listen, listener);
+        }
+        self.config = config;
+        Ok(())
+    }
 }
 
 /// How client connections are served: HTTP/1.1 and h2c with the configured limits and timeouts.
@@ -158,18 +326,28 @@ fn client_facing(config: &Config) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// The connection builder, the head size limit and the grace period of a stop.
-#[derive(Clone)]
+/// The connection builder, the head size limit and the grace period of a stop: read at each
+/// accept, so a reload applies to new connections.
 struct Connections {
     builder: auto::Builder<TokioExecutor>,
     max_head: usize,
     grace: Duration,
 }
 
+impl Connections {
+    fn of(config: &Config) -> Connections {
+        Connections {
+            builder: client_facing(config),
+            max_head: config.limits.max_header_bytes,
+            grace: config.listen.shutdown_grace.0,
+        }
+    }
+}
+
 /// Accepts until told to stop, then lets open connections finish within the grace period.
 async fn serve<MakeSvc, Svc, Fut>(
     listener: TcpListener,
-    connections: Connections,
+    connections: Arc<ArcSwap<Connections>>,
     mut stopped: watch::Receiver<bool>,
     make_service: MakeSvc,
 ) where
@@ -177,7 +355,6 @@ async fn serve<MakeSvc, Svc, Fut>(
     Svc: Fn(Request<Incoming>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
-    let builder = connections.builder;
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -192,8 +369,9 @@ async fn serve<MakeSvc, Svc, Fut>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (io, verdicts) = Watched::new(stream, connections.max_head);
-                let conn = builder.serve_connection(TokioIo::new(io), service_fn(make_service(peer, verdicts))).into_owned();
+                let settings = connections.load();
+                let (io, verdicts) = Watched::new(stream, settings.max_head);
+                let conn = settings.builder.serve_connection(TokioIo::new(io), service_fn(make_service(peer, verdicts))).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -205,7 +383,8 @@ async fn serve<MakeSvc, Svc, Fut>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(connections.grace, graceful.shutdown())
+    let grace = connections.load().grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
@@ -219,37 +398,65 @@ impl Running {
         self.cluster.load_full()
     }
 
+    /// Reloads: validates, then puts the new configuration in force without dropping a
+    /// connection; an invalid one is refused with the message `geolb check` gives, and the old
+    /// one stays.
+    pub async fn reload(&self, source: Source) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.reloads
+            .send(ReloadRequest { source, reply })
+            .await
+            .map_err(|_| "geolb is stopping".to_string())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("geolb is stopping".into()))
+    }
+
     /// Stops accepting, lets in-flight requests finish (within the grace period), stops the
     /// watchdogs.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for task in self.listeners {
-            let _ = task.await;
-        }
-        self.cluster_task.abort();
+        let _ = self.supervisor.await;
     }
 }
 
-/// SIGINT and SIGTERM, registered when made (so a signal sent from then on is not missed).
-pub struct StopSignals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
+/// What a signal asks of geolb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT or SIGTERM.
+    Stop,
+    /// SIGHUP.
+    Reload,
 }
 
-impl StopSignals {
-    pub fn new() -> std::io::Result<StopSignals> {
+/// SIGINT, SIGTERM and SIGHUP, registered when made (so a signal sent from then on is not missed).
+pub struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        Ok(StopSignals {
+        Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// Resolves on the next SIGINT or SIGTERM.
-    pub async fn recv(&mut self) {
+    /// The next signal.
+    pub async fn recv(&mut self) -> Signal {
         tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => Signal::Stop,
+            _ = self.terminate.recv() => Signal::Stop,
+            _ = self.hangup.recv() => Signal::Reload,
         }
+    }
+
+    /// The next SIGINT or SIGTERM (SIGHUPs in between are ignored).
+    pub async fn stop(&mut self) {
+        while self.recv().await != Signal::Stop {}
     }
 }

@@ -507,3 +507,82 @@ async fn healthcheck_answers_for_a_running_geolb() {
     wait_exit(&mut child, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_post_reload_re_read_the_config_file() {
+    let a = geolb::sim::SimNode::start("gs-a", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let b = geolb::sim::SimNode::start("gs-b", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "geolb-hup-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let head = format!("[listen]\nhttp = [\"127.0.0.1:{}\"]\n[admin]\nlisten = \"{admin}\"\n[log]\naccess = false\n", free_port());
+    let node = |n: &geolb::sim::SimNode| {
+        format!(
+            "[[nodes]]\nname = \"{}\"\nurl = \"{}\"\n",
+            n.name(),
+            n.url()
+        )
+    };
+    std::fs::write(&path, format!("{head}{}", node(&a))).unwrap();
+    let mut child = geolb()
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let node_count = |admin: &str| -> usize {
+        let answer = http_get(admin, "/status").unwrap_or_default();
+        answer
+            .split_once("\r\n\r\n")
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(body).ok())
+            .map_or(0, |v| v["nodes"].as_array().map_or(0, Vec::len))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_count(&admin) != 1 {
+        assert!(Instant::now() < deadline, "geolb did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(&path, format!("{head}{}{}", node(&a), node(&b))).unwrap();
+    signal(&child, "-HUP");
+    while node_count(&admin) != 2 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let post = |admin: &str| -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(admin).unwrap();
+        write!(
+            s,
+            "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    std::fs::write(&path, format!("{head}{}", node(&b))).unwrap();
+    assert!(post(&admin).starts_with("HTTP/1.1 200"));
+    assert_eq!(node_count(&admin), 1);
+    std::fs::write(
+        &path,
+        format!("{head}[[nodes]]\nname = \"x\"\nurl = \"nope\"\n"),
+    )
+    .unwrap();
+    let refused = post(&admin);
+    assert!(refused.starts_with("HTTP/1.1 422"), "{refused}");
+    assert!(refused.contains("key `nodes[0].url`"), "{refused}");
+    assert_eq!(node_count(&admin), 1, "the old config stays");
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 pub type TestBody = BoxBody<Bytes, Infallible>;
 
 /// One node of a test cluster: its name, master priority, whether it serves reads.
+#[derive(Clone, Copy)]
 pub struct NodeDef {
     pub name: &'static str,
     pub master: Option<u32>,
@@ -84,6 +85,32 @@ impl Default for Options {
     }
 }
 
+/// The TOML of a test cluster: `defs` on the simulated `nodes` (paired in order).
+pub fn config_text(defs: &[NodeDef], nodes: &[SimNode], opts: &Options) -> String {
+    let mut text = format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[routing]\n{}\n\
+         [health]\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = {}\nfall = {}\n",
+        opts.routing, opts.interval, opts.timeout, opts.rise, opts.fall
+    );
+    for (def, sim) in defs.iter().zip(nodes) {
+        text.push_str(&format!(
+            "[[nodes]]\nname = \"{}\"\nurl = \"{}\"\nreads = {}\n",
+            def.name,
+            sim.url(),
+            def.reads
+        ));
+        if let Some(p) = def.master {
+            text.push_str(&format!("master = {p}\n"));
+        }
+    }
+    text.push_str(&format!("[log]\naccess = {}\n", opts.access_log));
+    if let Some(token) = opts.admin_token {
+        text = text.replace("[admin]\n", &format!("[admin]\ntoken = \"{token}\"\n"));
+    }
+    text.push_str(opts.extra);
+    text
+}
+
 impl Harness {
     pub async fn start(defs: &[NodeDef]) -> Harness {
         Harness::start_with(defs, Options::default()).await
@@ -98,27 +125,7 @@ impl Harness {
                     .expect("sim node starts"),
             );
         }
-        let mut text = format!(
-            "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[routing]\n{}\n\
-             [health]\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = {}\nfall = {}\n",
-            opts.routing, opts.interval, opts.timeout, opts.rise, opts.fall
-        );
-        for (def, sim) in defs.iter().zip(&nodes) {
-            text.push_str(&format!(
-                "[[nodes]]\nname = \"{}\"\nurl = \"{}\"\nreads = {}\n",
-                def.name,
-                sim.url(),
-                def.reads
-            ));
-            if let Some(p) = def.master {
-                text.push_str(&format!("master = {p}\n"));
-            }
-        }
-        text.push_str(&format!("[log]\naccess = {}\n", opts.access_log));
-        if let Some(token) = opts.admin_token {
-            text = text.replace("[admin]\n", &format!("[admin]\ntoken = \"{token}\"\n"));
-        }
-        text.push_str(opts.extra);
+        let text = config_text(defs, &nodes, &opts);
         let config =
             Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
         let (interval, timeout) = (config.health.interval.0, config.health.timeout.0);

@@ -17,7 +17,7 @@ const ALL: &[NodeDef] = &[
     node("gs-d", None),
 ];
 
-fn pick<'a>(h: &'a Harness, names: &[&str]) -> (Vec<NodeDef>, Vec<geolb::sim::SimNode>) {
+fn pick(h: &Harness, names: &[&str]) -> (Vec<NodeDef>, Vec<geolb::sim::SimNode>) {
     let defs = ALL
         .iter()
         .filter(|d| names.contains(&d.name))

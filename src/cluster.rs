@@ -2,6 +2,8 @@
 //! through `arc-swap`: a request does one `load`, and only the cluster task ([`Cluster::run`]), fed by
 //! the watchdogs and by passive failure reports from the data path, builds and stores new ones.
 
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,7 +14,8 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::balance::{pick_p2c, pick_round_robin, slow_start_weight};
 use crate::classify::Classifier;
-use crate::config::{Balance, Config, Failback, NodeSpec, Pool};
+use crate::config::{Balance, Config, DiscoverSpec, Failback, NodeSpec, Pool};
+use crate::discover::{self, Discovered, Resolve};
 use crate::health::{self, CheckResult, HealthState, Observation, State};
 use crate::metrics::Metrics;
 
@@ -399,13 +402,34 @@ pub struct Cluster {
     command_tx: mpsc::Sender<Command>,
     reconfigures: mpsc::Receiver<Reconfigure>,
     reconfigure_tx: mpsc::Sender<Reconfigure>,
+    resolver: Arc<dyn Resolve>,
+    /// One resolver task per `discover = "dns"` entry, by entry name.
+    resolvers: HashMap<String, (DiscoverSpec, tokio::task::AbortHandle)>,
+    /// The last non-empty answer of each entry.
+    discovered: HashMap<String, BTreeSet<SocketAddr>>,
+    discoveries: mpsc::Receiver<Discovered>,
+    discovery_tx: mpsc::Sender<Discovered>,
     metrics: Arc<Metrics>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, task) in self.resolvers.values() {
+            task.abort();
+        }
+    }
 }
 
 impl Cluster {
     /// Builds the first snapshot (every node unknown, so no traffic until checks pass). Must be
     /// called within the runtime: it starts a watchdog per node.
-    pub fn new(config: Arc<Config>, slot_freed: Arc<Notify>, metrics: Arc<Metrics>) -> Cluster {
+    pub fn new(
+        config: Arc<Config>,
+        slot_freed: Arc<Notify>,
+        metrics: Arc<Metrics>,
+        resolver: Arc<dyn Resolve>,
+    ) -> Cluster {
+        let (discovery_tx, discoveries) = mpsc::channel(16);
         let (observation_tx, observations) = mpsc::channel(256);
         let (report_tx, reports) = mpsc::channel(64);
         let (command_tx, commands) = mpsc::channel(16);
@@ -437,6 +461,11 @@ impl Cluster {
             command_tx,
             reconfigures,
             reconfigure_tx,
+            resolver,
+            resolvers: HashMap::new(),
+            discovered: HashMap::new(),
+            discoveries,
+            discovery_tx,
             metrics,
         };
         cluster.reconfigure(config);
@@ -475,6 +504,7 @@ impl Cluster {
                         let result = self.command(&command.node, command.action);
                         let _ = command.reply.send(result);
                     }
+                    Some(found) = self.discoveries.recv() => self.discovered(found),
                     Some(change) = self.reconfigures.recv() => {
                         self.reconfigure(change.config);
                         let _ = change.done.send(());
@@ -490,14 +520,58 @@ impl Cluster {
     /// finish, holding the node). Routing, health and limits change for the next request.
     pub fn reconfigure(&mut self, config: Arc<Config>) {
         let health_changed = config.health_differs(&self.config);
+        // Discovery: keep the resolvers (and last answers) of entries that stay as they were.
+        self.resolvers.retain(|name, (spec, task)| {
+            let keep = config.discover.iter().any(|d| d.name == *name && d == spec);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let resolvers = &self.resolvers;
+        self.discovered
+            .retain(|name, _| resolvers.contains_key(name));
+        for spec in &config.discover {
+            if !self.resolvers.contains_key(&spec.name) {
+                let task = tokio::spawn(discover::resolve_forever(
+                    spec.clone(),
+                    self.resolver.clone(),
+                    self.discovery_tx.clone(),
+                ));
+                self.resolvers
+                    .insert(spec.name.clone(), (spec.clone(), task.abort_handle()));
+            }
+        }
+        self.config = config;
+        self.apply_nodes(health_changed);
+        let snapshot = self.shared.load_full();
+        self.publish(&snapshot, Some(Arc::new(classifier(&self.config))));
+    }
+
+    /// The nodes the configuration and the last DNS answers call for.
+    fn desired(&self) -> Vec<NodeSpec> {
+        let mut nodes = self.config.nodes.clone();
+        for spec in &self.config.discover {
+            if let Some(addrs) = self.discovered.get(&spec.name) {
+                nodes.extend(addrs.iter().map(|&addr| spec.node(addr)));
+            }
+        }
+        nodes
+    }
+
+    /// Makes the members match [`desired`](Self::desired).
+    fn apply_nodes(&mut self, restart_watchdogs: bool) {
+        let desired = self.desired();
+        let config = self.config.clone();
         let mut old: Vec<Member> = std::mem::take(&mut self.members);
-        for spec in &config.nodes {
+        let starting = self.shared.load().nodes.is_empty() && old.is_empty();
+        for spec in &desired {
             let kept = old
                 .iter()
                 .position(|m| m.node.spec == *spec)
                 .map(|i| old.swap_remove(i));
             let member = match kept {
-                Some(mut m) if health_changed => {
+                Some(mut m) if restart_watchdogs => {
                     m.watchdog.abort();
                     m.watchdog = self.watch(&m.node, &config);
                     m
@@ -506,8 +580,8 @@ impl Cluster {
                 None => {
                     let capped = (config.limits.max_requests > 0).then(|| self.slot_freed.clone());
                     let node = Arc::new(Node::new(spec.clone(), capped));
-                    if !self.shared.load().nodes.is_empty() {
-                        tracing::info!(node = node.name(), url = %node.origin, "node added");
+                    if !starting {
+                        tracing::info!(node = node.name(), url = %node.origin, "node added: it joins once its health check passes");
                     }
                     let watchdog = self.watch(&node, &config);
                     Member {
@@ -529,10 +603,25 @@ impl Cluster {
                 "node removed: in-flight requests finish"
             );
         }
-        drop(old);
-        self.config = config;
+    }
+
+    /// Applies a DNS answer: addresses that appeared become nodes (joining after a passing check),
+    /// those that disappeared are removed (their in-flight requests finish).
+    pub fn discovered(&mut self, found: Discovered) {
+        if !self.resolvers.contains_key(&found.entry)
+            || self.discovered.get(&found.entry) == Some(&found.addrs)
+        {
+            return;
+        }
+        tracing::info!(
+            entry = found.entry,
+            addresses = found.addrs.len(),
+            "DNS answer changed"
+        );
+        self.discovered.insert(found.entry, found.addrs);
+        self.apply_nodes(false);
         let snapshot = self.shared.load_full();
-        self.publish(&snapshot, Some(Arc::new(classifier(&self.config))));
+        self.publish(&snapshot, None);
     }
 
     fn watch(&self, node: &Arc<Node>, config: &Config) -> tokio::task::AbortHandle {

@@ -33,6 +33,8 @@ pub struct Config {
     pub forwarding: Forwarding,
     pub log: LogSettings,
     pub nodes: Vec<NodeSpec>,
+    /// `[[nodes]]` entries discovered through DNS.
+    pub discover: Vec<DiscoverSpec>,
 }
 
 /// `[log]`: the access log (operational logs go to stderr, filtered by `RUST_LOG`).
@@ -470,6 +472,46 @@ struct FileNode {
     master: Option<u32>,
     #[serde(default = "yes")]
     reads: bool,
+    #[serde(default)]
+    discover: Option<Discover>,
+    #[serde(default)]
+    resolve_interval: Option<Dur>,
+}
+
+/// How a `[[nodes]]` entry stands for several nodes.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Discover {
+    /// Every address the URL's host resolves to is a node (Docker's DNS for a scaled compose
+    /// service, a Kubernetes headless service).
+    Dns,
+}
+
+/// A `[[nodes]]` entry with `discover = "dns"`: a template for the nodes its host resolves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoverSpec {
+    /// Nodes are named `<name>-<ip>:<port>`.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub master: Option<u32>,
+    pub reads: bool,
+    /// How often the name is resolved again. Default `5s`.
+    pub interval: Duration,
+}
+
+impl DiscoverSpec {
+    /// The node standing for one resolved address.
+    pub fn node(&self, addr: SocketAddr) -> NodeSpec {
+        let authority = Authority::try_from(addr.to_string())
+            .unwrap_or_else(|_| Authority::from_static("0.0.0.0:0"));
+        NodeSpec {
+            name: format!("{}-{addr}", self.name),
+            authority,
+            master: self.master,
+            reads: self.reads,
+        }
+    }
 }
 
 impl Config {
@@ -562,7 +604,10 @@ impl Config {
             list(&self.listen.http),
             self.admin.listen
         ));
-        out.push_str(&format!("nodes ({}):\n", self.nodes.len()));
+        out.push_str(&format!(
+            "nodes ({}):\n",
+            self.nodes.len() + self.discover.len()
+        ));
         for n in &self.nodes {
             let master = n
                 .master
@@ -573,6 +618,19 @@ impl Config {
                 "  {:<20} {:<28} {master}, {reads}\n",
                 n.name,
                 n.origin()
+            ));
+        }
+        for d in &self.discover {
+            let master = d
+                .master
+                .map(|p| format!("master candidates #{p}"))
+                .unwrap_or_else(|| "replicas".into());
+            let reads = if d.reads { "serve reads" } else { "no reads" };
+            let every = d.interval.as_secs_f64();
+            out.push_str(&format!(
+                "  {:<20} {:<28} every address it resolves to (every {every}s): {master}, {reads}\n",
+                d.name,
+                format!("dns {}:{}", d.host, d.port)
             ));
         }
         let order: Vec<&str> = self
@@ -740,6 +798,7 @@ impl FileConfig {
             ));
         }
         let mut nodes: Vec<NodeSpec> = Vec::with_capacity(self.nodes.len());
+        let mut discover: Vec<DiscoverSpec> = Vec::new();
         for (i, n) in self.nodes.into_iter().enumerate() {
             let name = n.name.get_ref().trim();
             if name.is_empty() {
@@ -749,7 +808,9 @@ impl FileConfig {
                     "must not be empty",
                 ));
             }
-            if nodes.iter().any(|other| other.name == name) {
+            if nodes.iter().any(|other| other.name == name)
+                || discover.iter().any(|d| d.name == name)
+            {
                 return Err(ConfigError::at(
                     format!("nodes[{i}].name"),
                     line_of(n.name.span()),
@@ -773,6 +834,38 @@ impl FileConfig {
                     format!("node `{name}` is neither a master candidate nor a reader: it would get no traffic"),
                 ));
             }
+            if n.resolve_interval.is_some() && n.discover.is_none() {
+                return Err(ConfigError::at(
+                    format!("nodes[{i}].resolve_interval"),
+                    None,
+                    "goes with discover = \"dns\"",
+                ));
+            }
+            if n.discover == Some(Discover::Dns) {
+                let interval = n.resolve_interval.unwrap_or(Dur::secs(5)).0;
+                if interval.is_zero() {
+                    return Err(ConfigError::at(
+                        format!("nodes[{i}].resolve_interval"),
+                        None,
+                        "must be more than zero",
+                    ));
+                }
+                let host = authority
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let port = authority.port_u16().unwrap_or(80);
+                discover.push(DiscoverSpec {
+                    name: name.to_string(),
+                    host,
+                    port,
+                    master: n.master,
+                    reads: n.reads,
+                    interval,
+                });
+                continue;
+            }
             nodes.push(NodeSpec {
                 name: name.to_string(),
                 authority,
@@ -793,6 +886,7 @@ impl FileConfig {
             forwarding: self.forwarding,
             log: self.log,
             nodes,
+            discover,
         })
     }
 }

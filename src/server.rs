@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use crate::admin::Admin;
 use crate::cluster::{Cluster, Reconfigure, Snapshot};
 use crate::config::Config;
+use crate::discover::{Resolve, SystemResolver};
 use crate::framing::{Verdicts, Watched};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ResponseBody};
@@ -78,6 +79,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
 /// [`start`], remembering the config file for reloads (SIGHUP, `POST /reload`).
 pub async fn start_with_file(config: Config, file: Option<PathBuf>) -> Result<Running, StartError> {
+    start_with(config, file, Arc::new(SystemResolver)).await
+}
+
+/// [`start_with_file`] with the resolver DNS discovery uses (tests bring their own).
+pub async fn start_with(
+    config: Config,
+    file: Option<PathBuf>,
+    resolver: Arc<dyn Resolve>,
+) -> Result<Running, StartError> {
     let config = Arc::new(config);
     let mut http_listeners = Vec::new();
     for &addr in &config.listen.http {
@@ -87,7 +97,12 @@ pub async fn start_with_file(config: Config, file: Option<PathBuf>) -> Result<Ru
 
     let slot_freed = Arc::new(tokio::sync::Notify::new());
     let metrics = Arc::new(Metrics::new());
-    let cluster = Cluster::new(config.clone(), slot_freed.clone(), metrics.clone());
+    let cluster = Cluster::new(
+        config.clone(),
+        slot_freed.clone(),
+        metrics.clone(),
+        resolver,
+    );
     let shared = cluster.shared();
     let recorder = Arc::new(Recorder::start(config.log.clone(), metrics.clone()));
     let proxy = Arc::new(Proxy::new(

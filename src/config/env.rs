@@ -10,7 +10,8 @@
 //! | `GEOLB_CONTEXT_PATH` | `routing.context_path` | `/geoserver` |
 //! | `GEOLB_NODES` | every `[[nodes]]` | `gs-master=http://master:8080;master=1,geoserver=http://geoserver:8080` |
 //!
-//! A `GEOLB_NODES` entry is `name=url`, then `;key=value` options: `master=N`, `reads=false`. With
+//! A `GEOLB_NODES` entry is `name=url`, then `;key=value` options: `master=N`, `reads=false`,
+//! `discover=dns`, `resolve_interval=5s`. With
 //! `GEOLB_NODES` set, the config file may be missing: the defaults apply.
 
 use toml::{Table, Value};
@@ -122,7 +123,12 @@ fn node(entry: &str) -> Result<Table, String> {
                     .parse::<bool>()
                     .map_err(|_| format!("reads `{value}`: expected true or false"))?,
             ),
-            other => return Err(format!("unknown option `{other}` (master, reads)")),
+            "discover" | "resolve_interval" => Value::String(value.to_string()),
+            other => {
+                return Err(format!(
+                    "unknown option `{other}` (master, reads, discover, resolve_interval)"
+                ))
+            }
         };
         t.insert(key.trim().to_string(), parsed);
     }
@@ -156,19 +162,23 @@ mod tests {
             ("GEOLB_LISTEN", "0.0.0.0:80, 127.0.0.1:8081"),
             ("GEOLB_ADMIN", "0.0.0.0:9090"),
             ("GEOLB_ADMIN_TOKEN", "s3cret"),
-            ("GEOLB_NODES", "gs-master=http://geoserver-master:8080;master=1, geoserver=http://geoserver:8080;reads=true"),
+            ("GEOLB_NODES", "gs-master=http://geoserver-master:8080;master=1, geoserver=http://geoserver:8080;reads=true;discover=dns;resolve_interval=2s"),
         ];
         let text = apply("", &env(&vars)).unwrap();
         let c = Config::parse(&text).unwrap();
         assert_eq!(c.listen.http.len(), 2);
         assert_eq!(c.admin.listen.to_string(), "0.0.0.0:9090");
         assert_eq!(c.admin.token.as_deref(), Some("s3cret"));
-        assert_eq!(c.nodes.len(), 2);
+        assert_eq!(c.nodes.len(), 1);
         assert_eq!(
             (c.nodes[0].name.as_str(), c.nodes[0].master),
             ("gs-master", Some(1))
         );
-        assert_eq!(c.nodes[1].origin(), "http://geoserver:8080");
+        assert_eq!(
+            (c.discover[0].host.as_str(), c.discover[0].port),
+            ("geoserver", 8080)
+        );
+        assert_eq!(c.discover[0].interval.as_secs(), 2);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,12 +41,14 @@ pub struct Node {
     served: AtomicU64,
     /// Wakes its watchdog for an immediate check.
     recheck: Arc<Notify>,
-    /// Woken when a slot frees up, for requests queued at `max_requests`; `None` when uncapped.
-    slot_freed: Option<Arc<Notify>>,
+    /// Woken when a slot frees up, for requests queued at `max_requests`.
+    slot_freed: Arc<Notify>,
+    /// Whether `limits.max_requests` is set (only then is anyone waiting for a slot).
+    capped: AtomicBool,
 }
 
 impl Node {
-    pub fn new(spec: NodeSpec, slot_freed: Option<Arc<Notify>>) -> Node {
+    pub fn new(spec: NodeSpec, slot_freed: Arc<Notify>) -> Node {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Node {
             label: Arc::from(spec.name.as_str()),
@@ -61,6 +63,7 @@ impl Node {
             served: AtomicU64::new(0),
             recheck: Arc::new(Notify::new()),
             slot_freed,
+            capped: AtomicBool::new(false),
         }
     }
 
@@ -215,8 +218,8 @@ pub struct InFlight(Arc<Node>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Release);
-        if let Some(notify) = &self.0.slot_freed {
-            notify.notify_waiters();
+        if self.0.capped.load(Ordering::Relaxed) {
+            self.0.slot_freed.notify_waiters();
         }
     }
 }
@@ -578,8 +581,7 @@ impl Cluster {
                 }
                 Some(m) => m,
                 None => {
-                    let capped = (config.limits.max_requests > 0).then(|| self.slot_freed.clone());
-                    let node = Arc::new(Node::new(spec.clone(), capped));
+                    let node = Arc::new(Node::new(spec.clone(), self.slot_freed.clone()));
                     if !starting {
                         tracing::info!(node = node.name(), url = %node.origin, "node added: it joins once its health check passes");
                     }
@@ -594,6 +596,11 @@ impl Cluster {
                     }
                 }
             };
+            // A reload may set or lift `max_requests` for every node.
+            member
+                .node
+                .capped
+                .store(config.limits.max_requests > 0, Ordering::Relaxed);
             self.members.push(member);
         }
         for gone in &old {

@@ -125,17 +125,17 @@ async fn nodes_follow_the_dns_answer() {
     )
     .await;
 
-    // A replica that fails its check does not join.
-    replicas[2].set_mode(geolb::sim::Mode::Fail);
-    answers.set(Some(&["127.0.0.3", "127.0.0.4"]));
     let client = client();
     let get = |path: &str| {
         Request::get(format!("http://{}{path}", geolb.http[0]))
             .body(Full::new(Bytes::new()).boxed())
             .unwrap()
     };
-    // Meanwhile a slow read is in flight on .2, which is about to leave.
+    // A slow read in flight on .2, which is about to leave (a bounded number of tries to land there).
+    let mut tries = 0;
     let slow = loop {
+        tries += 1;
+        assert!(tries < 50, "no slow read ever landed on .2");
         let client = client.clone();
         let req = get("/geoserver/www/__sim/slow?ms=600");
         let r = tokio::spawn(async move { send(&client, req).await });
@@ -151,6 +151,9 @@ async fn nodes_follow_the_dns_answer() {
         r.await.unwrap();
         replicas[1].reset_counters();
     };
+    // .2 leaves the answer, .4 enters it, but fails its check: it does not join.
+    replicas[2].set_mode(geolb::sim::Mode::Fail);
+    answers.set(Some(&["127.0.0.3", "127.0.0.4"]));
     wait_for(".2 removed, .4 listed", Duration::from_secs(5), || {
         let names = node_names(&geolb);
         !names.contains(&n2) && names.contains(&n4)

@@ -161,7 +161,7 @@ mod tests {
                 master: None,
                 reads: true,
             },
-            None,
+            std::sync::Arc::new(tokio::sync::Notify::new()),
         )
     }
 

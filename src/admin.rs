@@ -46,13 +46,7 @@ pub fn status(snapshot: &Snapshot) -> Value {
             let last_ejection = node
                 .last_ejection()
                 .map(|e| json!({ "reason": e.reason, "at_unix": unix_secs(e.at) }));
-            let role = if snapshot.master == Some(i) {
-                "master"
-            } else if node.spec.master.is_some() {
-                "candidate"
-            } else {
-                "replica"
-            };
+            let role = snapshot.role(i);
             let since = node.state_since_ms();
             let mode = snapshot.modes[i];
             json!({

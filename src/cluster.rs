@@ -309,6 +309,17 @@ impl Snapshot {
         }
     }
 
+    /// The role of the node at `position`: `master`, `candidate` or `replica`.
+    pub fn role(&self, position: usize) -> &'static str {
+        if self.master == Some(position) {
+            "master"
+        } else if self.nodes[position].spec.master.is_some() {
+            "candidate"
+        } else {
+            "replica"
+        }
+    }
+
     /// The position of the node with this id.
     pub fn position(&self, id: u64) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)

@@ -149,13 +149,7 @@ impl Metrics {
     pub fn observe_snapshot(&self, snapshot: &Snapshot) {
         for (i, node) in snapshot.nodes.iter().enumerate() {
             let name = node.name();
-            let role = if snapshot.master == Some(i) {
-                "master"
-            } else if node.spec.master.is_some() {
-                "candidate"
-            } else {
-                "replica"
-            };
+            let role = snapshot.role(i);
             for other in ["master", "candidate", "replica"] {
                 if other != role {
                     let _ = self.node_up.remove_label_values(&[name, other]);

@@ -10,6 +10,18 @@ fn geolb() -> Command {
     cmd
 }
 
+/// The child's stdout, line by line, read on a thread.
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 fn check(text: &str) -> (bool, String) {
     let dir = std::env::temp_dir().join(format!(
         "geolb-cli-{}-{}",
@@ -138,13 +150,7 @@ fn demo_serves_a_getmap_and_stops_cleanly_on_sigint() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut printed = String::new();
     let proxy = loop {
@@ -388,13 +394,7 @@ async fn the_access_log_has_one_json_line_per_request() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !http_get(&proxy, "/geoserver/wms?request=GetMap&layers=a")
         .unwrap_or_default()

@@ -32,6 +32,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub forwarding: Forwarding,
     pub log: LogSettings,
+    pub tls: Tls,
     pub nodes: Vec<NodeSpec>,
     /// `[[nodes]]` entries discovered through DNS.
     pub discover: Vec<DiscoverSpec>,
@@ -74,6 +75,9 @@ pub enum LogFormat {
 pub struct Listen {
     /// Plain listeners serving HTTP/1.1 and h2c. Default `["0.0.0.0:8080"]`.
     pub http: Vec<SocketAddr>,
+    /// TLS listeners (HTTP/1.1 and HTTP/2 by ALPN), with the certificates of `[[tls.certs]]`.
+    /// Default `[]`.
+    pub https: Vec<SocketAddr>,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish. Default `8s` (under
     /// docker's 10 s).
     pub shutdown_grace: Dur,
@@ -83,9 +87,26 @@ impl Default for Listen {
     fn default() -> Self {
         Listen {
             http: vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
+            https: Vec::new(),
             shutdown_grace: Dur::secs(8),
         }
     }
+}
+
+/// `[tls]`: the certificates of the https listeners.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// `[[tls.certs]]`: chosen by SNI; the first one for clients without a (matching) name.
+    pub certs: Vec<TlsCert>,
+}
+
+/// One certificate: a PEM chain (leaf first) and its PEM private key.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCert {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// `[admin]`: the operator's listener (`GET /status`).
@@ -460,6 +481,7 @@ struct FileConfig {
     timeouts: Timeouts,
     forwarding: Forwarding,
     log: LogSettings,
+    tls: Tls,
     nodes: Vec<FileNode>,
 }
 
@@ -544,16 +566,29 @@ impl Config {
             }
         };
         let overridden = env::any(vars);
+        let check_tls = |config: Config| -> Result<Config, ConfigError> {
+            // `geolb check` and reloads load the certificates: a bad one is refused up front.
+            if !config.tls.certs.is_empty() {
+                crate::tls::server_config(&config.tls.certs).map_err(|e| ConfigError {
+                    file: file.clone(),
+                    key: Some(format!("tls.certs[{}].{}", e.index, e.key)),
+                    line: None,
+                    message: e.message,
+                })?;
+            }
+            Ok(config)
+        };
         let text = env::apply(&text, vars).map_err(|e| ConfigError {
             file: file.clone(),
             ..e
         })?;
-        Config::parse(&text).map_err(|e| ConfigError {
+        let config = Config::parse(&text).map_err(|e| ConfigError {
             file: file.clone(),
             // Lines of a rewritten config do not match the file's.
             line: if overridden { None } else { e.line },
             ..e
-        })
+        })?;
+        check_tls(config)
     }
 
     /// Parses and validates config text.
@@ -665,6 +700,13 @@ impl FileConfig {
                 "listen.http",
                 None,
                 "at least one listener address is required",
+            ));
+        }
+        if !self.listen.https.is_empty() && self.tls.certs.is_empty() {
+            return Err(ConfigError::at(
+                "tls.certs",
+                None,
+                "listen.https needs at least one [[tls.certs]] entry (cert and key)",
             ));
         }
         match &self.admin.token {
@@ -885,6 +927,7 @@ impl FileConfig {
             timeouts: self.timeouts,
             forwarding: self.forwarding,
             log: self.log,
+            tls: self.tls,
             nodes,
             discover,
         })

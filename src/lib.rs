@@ -20,3 +20,4 @@ pub mod proxy;
 pub mod record;
 pub mod server;
 pub mod sim;
+pub mod tls;

@@ -101,6 +101,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         peer: SocketAddr,
         smuggled: bool,
+        secure: bool,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let id = request_id(req.headers().get(&X_REQUEST_ID));
@@ -126,7 +127,8 @@ impl Proxy {
                 "both Content-Length and Transfer-Encoding",
             ))
         } else {
-            self.forward(req, peer, &mut record, &mut received).await
+            self.forward(req, peer, secure, &mut record, &mut received)
+                .await
         };
         let mut response = result.unwrap_or_else(|err| {
             let path = record.target.as_ref().map_or("/", PathAndQuery::path);
@@ -152,6 +154,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
+        secure: bool,
         record: &mut Record,
         received: &mut Option<Arc<AtomicU64>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -206,7 +209,14 @@ impl Proxy {
 
         let client_host = headers::client_host(&parts);
         let trusted = self.is_trusted(peer.ip());
-        prepare_request_headers(&mut parts.headers, peer.ip(), client_host.as_ref(), trusted);
+        let proto = if secure { "https" } else { "http" };
+        prepare_request_headers(
+            &mut parts.headers,
+            peer.ip(),
+            client_host.as_ref(),
+            trusted,
+            proto,
+        );
         parts.version = Version::HTTP_11;
         self.budget.deposit();
 
@@ -221,7 +231,7 @@ impl Proxy {
                         Some(failure)
                             if matches!(err, ProxyError::NoReader | ProxyError::NoMaster) =>
                         {
-                            self.give_up(failure, client_host.as_ref(), timeouts)
+                            self.give_up(failure, (client_host.as_ref(), proto), timeouts)
                         }
                         _ => Err(err),
                     }
@@ -274,7 +284,7 @@ impl Proxy {
                             response,
                             node,
                             slot,
-                            client_host.as_ref(),
+                            (client_host.as_ref(), proto),
                             timeouts,
                         ));
                     }
@@ -304,11 +314,11 @@ impl Proxy {
                 replay.is_some() || (matches!(failure, Failure::Connect(..)) && body.is_some());
             let attempts = tried.len() as u32 + 1;
             if !sendable || attempts > config.retries.max {
-                return self.give_up(failure, client_host.as_ref(), timeouts);
+                return self.give_up(failure, (client_host.as_ref(), proto), timeouts);
             }
             if !self.budget.withdraw() {
                 self.metrics().budget_exhausted.inc();
-                return self.give_up(failure, client_host.as_ref(), timeouts);
+                return self.give_up(failure, (client_host.as_ref(), proto), timeouts);
             }
             self.metrics().retries(route.pool).inc();
             let node = failure.node();
@@ -328,12 +338,12 @@ impl Proxy {
     fn give_up(
         &self,
         failure: Failure,
-        client_host: Option<&HeaderValue>,
+        client: Addressed<'_>,
         timeouts: ClassTimeouts,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         match failure {
             Failure::Status(response, node, slot) => {
-                Ok(respond(response, node, slot, client_host, timeouts))
+                Ok(respond(response, node, slot, client, timeouts))
             }
             Failure::Connect(node, source) | Failure::Io(node, source) => {
                 Err(ProxyError::Upstream {
@@ -466,19 +476,22 @@ fn check_request(parts: &http::request::Parts, max_body: u64) -> Result<(), Prox
     Ok(())
 }
 
+/// How the client addressed geolb: its `Host` (or `:authority`) and scheme.
+type Addressed<'a> = (Option<&'a HeaderValue>, &'static str);
+
 /// The response to the client: node headers cleaned, body streamed with the idle timeout, the
 /// in-flight slot held until it ends.
 fn respond(
     response: Response<Incoming>,
     node: Arc<Node>,
     slot: InFlight,
-    client_host: Option<&HeaderValue>,
+    (client_host, proto): Addressed<'_>,
     timeouts: ClassTimeouts,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(host) = client_host {
-        rewrite_location(&mut parts.headers, &node, host);
+        rewrite_location(&mut parts.headers, &node, host, proto);
     }
     let body = ResponseBody::upstream(body, IdleTimer::new(timeouts.idle.0), slot);
     Response::from_parts(parts, body)

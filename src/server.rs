@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -32,11 +32,15 @@ use crate::record::Recorder;
 
 /// Why geolb could not start, or a reload could not bind a listener.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} ({what}): {source}")]
-pub struct StartError {
-    pub addr: SocketAddr,
-    pub what: &'static str,
-    pub source: std::io::Error,
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Where a reload takes its configuration from.
@@ -58,6 +62,8 @@ pub struct ReloadRequest {
 pub struct Running {
     /// The plain listeners' bound addresses at start (ports resolved when `:0` was asked).
     pub http: Vec<SocketAddr>,
+    /// The TLS listeners' bound addresses at start.
+    pub https: Vec<SocketAddr>,
     pub admin: SocketAddr,
     cluster: Arc<ArcSwap<Snapshot>>,
     reloads: mpsc::Sender<ReloadRequest>,
@@ -93,7 +99,15 @@ pub async fn start_with(
     for &addr in &config.listen.http {
         http_listeners.push((addr, bind(addr, "listen.http").await?));
     }
+    let mut https_listeners = Vec::new();
+    for &addr in &config.listen.https {
+        https_listeners.push((addr, bind(addr, "listen.https").await?));
+    }
     let admin_listener = bind(config.admin.listen, "admin.listen").await?;
+    let tls = match config.tls.certs.is_empty() {
+        true => None,
+        false => Some(crate::tls::server_config(&config.tls.certs)?),
+    };
 
     let slot_freed = Arc::new(tokio::sync::Notify::new());
     let metrics = Arc::new(Metrics::new());
@@ -124,6 +138,8 @@ pub async fn start_with(
         proxy,
         admin_view,
         http: HashMap::new(),
+        https: HashMap::new(),
+        tls: Arc::new(ArcSwapOption::new(tls)),
         admin: None,
         config: config.clone(),
         file,
@@ -135,7 +151,13 @@ pub async fn start_with(
     for (addr, listener) in http_listeners {
         http.push(local_addr(&listener));
         tracing::info!(addr = %local_addr(&listener), "listening (HTTP/1.1, h2c)");
-        supervisor.serve_http(addr, listener);
+        supervisor.serve_http(addr, listener, false);
+    }
+    let mut https = Vec::new();
+    for (addr, listener) in https_listeners {
+        https.push(local_addr(&listener));
+        tracing::info!(addr = %local_addr(&listener), "listening (TLS: HTTP/1.1, HTTP/2)");
+        supervisor.serve_http(addr, listener, true);
     }
     let admin = local_addr(&admin_listener);
     tracing::info!(%admin, "admin listening (status page, /status, /metrics, control)");
@@ -145,6 +167,7 @@ pub async fn start_with(
     let supervisor = tokio::spawn(supervisor.run(reload_rx, stopped, cluster_task));
     Ok(Running {
         http,
+        https,
         admin,
         cluster: shared,
         reloads,
@@ -156,7 +179,7 @@ pub async fn start_with(
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError { addr, what, source })
+        .map_err(|source| StartError::Bind { addr, what, source })
 }
 
 fn local_addr(listener: &TcpListener) -> SocketAddr {
@@ -172,6 +195,9 @@ struct Supervisor {
     admin_view: Arc<Admin>,
     /// By configured address (what a reload compares).
     http: HashMap<SocketAddr, Served>,
+    https: HashMap<SocketAddr, Served>,
+    /// The https listeners' certificates (swapped by reloads; handshakes read it).
+    tls: Arc<ArcSwapOption<rustls::ServerConfig>>,
     admin: Option<(SocketAddr, Served)>,
     config: Arc<Config>,
     file: Option<PathBuf>,
@@ -181,12 +207,15 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn serve_http(&mut self, addr: SocketAddr, listener: TcpListener) {
+    /// Serves a client listener; `secure` ones speak TLS with the current certificates.
+    fn serve_http(&mut self, addr: SocketAddr, listener: TcpListener, secure: bool) {
         let proxy = self.proxy.clone();
         let (stop, stopped) = watch::channel(false);
+        let tls = secure.then(|| self.tls.clone());
         let task = tokio::spawn(serve(
             listener,
             self.connections.clone(),
+            tls,
             stopped,
             move |peer, verdicts: Arc<Verdicts>| {
                 let proxy = proxy.clone();
@@ -194,11 +223,16 @@ impl Supervisor {
                     let proxy = proxy.clone();
                     // Called in request order, as the framing guard counted them.
                     let smuggled = verdicts.next_is_flagged();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, smuggled).await) }
+                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, smuggled, secure).await) }
                 }
             },
         ));
-        self.http.insert(addr, Served { stop, task });
+        let served = if secure {
+            &mut self.https
+        } else {
+            &mut self.http
+        };
+        served.insert(addr, Served { stop, task });
     }
 
     fn serve_admin(&mut self, addr: SocketAddr, listener: TcpListener) {
@@ -207,6 +241,7 @@ impl Supervisor {
         let task = tokio::spawn(serve(
             listener,
             self.connections.clone(),
+            None,
             stopped,
             move |_peer, _verdicts| {
                 let view = view.clone();
@@ -244,6 +279,7 @@ impl Supervisor {
         let served: Vec<Served> = self
             .http
             .into_values()
+            .chain(self.https.into_values())
             .chain(self.admin.map(|(_, s)| s))
             .collect();
         for s in &served {
@@ -265,14 +301,28 @@ impl Supervisor {
                 None => return Err("geolb was not started from a config file".into()),
             },
         };
-        // Bind what is new before changing anything, so a busy port refuses the whole reload.
-        let mut new_http = Vec::new();
-        for &addr in &config.listen.http {
-            if !self.http.contains_key(&addr) {
-                new_http.push((
-                    addr,
-                    bind(addr, "listen.http").await.map_err(|e| e.to_string())?,
-                ));
+        // Certificates first, then bind what is new, before changing anything: a bad certificate
+        // or a busy port refuses the whole reload.
+        let tls = match config.tls.certs.is_empty() {
+            true => None,
+            false => Some(crate::tls::server_config(&config.tls.certs).map_err(|e| e.to_string())?),
+        };
+        let mut new_listeners = Vec::new();
+        for (addrs, secure) in [(&config.listen.http, false), (&config.listen.https, true)] {
+            let served = if secure { &self.https } else { &self.http };
+            for &addr in addrs {
+                if !served.contains_key(&addr) {
+                    let what = if secure {
+                        "listen.https"
+                    } else {
+                        "listen.http"
+                    };
+                    new_listeners.push((
+                        addr,
+                        secure,
+                        bind(addr, what).await.map_err(|e| e.to_string())?,
+                    ));
+                }
             }
         }
         let new_admin = match &self.admin {
@@ -285,6 +335,8 @@ impl Supervisor {
         };
         let config = Arc::new(config);
         self.connections.store(Arc::new(Connections::of(&config)));
+        // New handshakes get the new certificates; open TLS connections keep theirs.
+        self.tls.store(tls);
         self.recorder.set_settings(config.log.clone());
         let (done, applied) = oneshot::channel();
         self.reconfigure
@@ -295,20 +347,24 @@ impl Supervisor {
             .await
             .map_err(|_| "the cluster task is not running".to_string())?;
         let _ = applied.await;
-        for (addr, listener) in new_http {
-            tracing::info!(addr = %local_addr(&listener), "listening (HTTP/1.1, h2c)");
-            self.serve_http(addr, listener);
+        for (addr, secure, listener) in new_listeners {
+            tracing::info!(addr = %local_addr(&listener), secure, "listening");
+            self.serve_http(addr, listener, secure);
         }
-        let gone: Vec<SocketAddr> = self
-            .http
-            .keys()
-            .filter(|a| !config.listen.http.contains(a))
-            .copied()
-            .collect();
-        for addr in gone {
-            if let Some(s) = self.http.remove(&addr) {
-                tracing::info!(%addr, "listener removed: its connections finish");
-                let _ = s.stop.send(true);
+        for (served, wanted) in [
+            (&mut self.http, &config.listen.http),
+            (&mut self.https, &config.listen.https),
+        ] {
+            let gone: Vec<SocketAddr> = served
+                .keys()
+                .filter(|a| !wanted.contains(a))
+                .copied()
+                .collect();
+            for addr in gone {
+                if let Some(s) = served.remove(&addr) {
+                    tracing::info!(%addr, "listener removed: its connections finish");
+                    let _ = s.stop.send(true);
+                }
             }
         }
         if let Some(listener) = new_admin {
@@ -346,6 +402,7 @@ fn client_facing(config: &Config) -> auto::Builder<TokioExecutor> {
 struct Connections {
     builder: auto::Builder<TokioExecutor>,
     max_head: usize,
+    handshake: Duration,
     grace: Duration,
 }
 
@@ -354,19 +411,22 @@ impl Connections {
         Connections {
             builder: client_facing(config),
             max_head: config.limits.max_header_bytes,
+            handshake: config.timeouts.client_headers.0,
             grace: config.listen.shutdown_grace.0,
         }
     }
 }
 
-/// Accepts until told to stop, then lets open connections finish within the grace period.
+/// Accepts until told to stop, then lets open connections finish within the grace period. With
+/// `tls`, each connection's handshake runs on its own task (within `timeouts.client_headers`).
 async fn serve<MakeSvc, Svc, Fut>(
     listener: TcpListener,
     connections: Arc<ArcSwap<Connections>>,
+    tls: Option<Arc<ArcSwapOption<rustls::ServerConfig>>>,
     mut stopped: watch::Receiver<bool>,
     make_service: MakeSvc,
 ) where
-    MakeSvc: Fn(SocketAddr, Arc<Verdicts>) -> Svc,
+    MakeSvc: Fn(SocketAddr, Arc<Verdicts>) -> Svc + Clone + Send + 'static,
     Svc: Fn(Request<Incoming>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
@@ -384,15 +444,35 @@ async fn serve<MakeSvc, Svc, Fut>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let settings = connections.load();
-                let (io, verdicts) = Watched::new(stream, settings.max_head);
-                let conn = settings.builder.serve_connection(TokioIo::new(io), service_fn(make_service(peer, verdicts))).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection closed with an error");
+                let settings = connections.load_full();
+                match tls.as_ref().and_then(|t| t.load_full()) {
+                    None => {
+                        let (io, verdicts) = Watched::new(stream, settings.max_head);
+                        let conn = settings.builder.serve_connection(TokioIo::new(io), service_fn(make_service(peer, verdicts))).into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(%peer, error = %e, "connection closed with an error");
+                            }
+                        });
                     }
-                });
+                    Some(config) => {
+                        let (watcher, make_service) = (graceful.watcher(), make_service.clone());
+                        tokio::spawn(async move {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                            let stream = match tokio::time::timeout(settings.handshake, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                            };
+                            let (io, verdicts) = Watched::new(stream, settings.max_head);
+                            let conn = settings.builder.serve_connection(TokioIo::new(io), service_fn(make_service(peer, verdicts)));
+                            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                                tracing::debug!(%peer, error = %e, "connection closed with an error");
+                            }
+                        });
+                    }
+                }
             }
             _ = stopped.changed() => break,
         }

@@ -82,6 +82,7 @@ pub fn prepare_request_headers(
     peer: IpAddr,
     client_host: Option<&HeaderValue>,
     trusted: bool,
+    proto: &'static str,
 ) {
     strip_hop_by_hop(headers);
     // geolb has already answered `100-continue` by reading the body; the node gets it at once.
@@ -97,7 +98,7 @@ pub fn prepare_request_headers(
         }
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         match client_host {
@@ -122,7 +123,12 @@ pub fn prepare_request_headers(
 }
 
 /// Points a `Location` that names the node's own origin at the address the client used.
-pub fn rewrite_location(headers: &mut HeaderMap, node: &Node, client_host: &HeaderValue) {
+pub fn rewrite_location(
+    headers: &mut HeaderMap,
+    node: &Node,
+    client_host: &HeaderValue,
+    proto: &str,
+) {
     let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
         return;
     };
@@ -142,7 +148,7 @@ pub fn rewrite_location(headers: &mut HeaderMap, node: &Node, client_host: &Head
     let Ok(host) = client_host.to_str() else {
         return;
     };
-    if let Ok(value) = HeaderValue::from_str(&format!("http://{host}{rest}")) {
+    if let Ok(value) = HeaderValue::from_str(&format!("{proto}://{host}{rest}")) {
         headers.insert(header::LOCATION, value);
     }
 }
@@ -184,7 +190,13 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         let host = h.get(header::HOST).cloned();
-        prepare_request_headers(&mut h, "192.0.2.7".parse().unwrap(), host.as_ref(), false);
+        prepare_request_headers(
+            &mut h,
+            "192.0.2.7".parse().unwrap(),
+            host.as_ref(),
+            false,
+            "http",
+        );
         assert_eq!(h["host"], "maps.example.org");
         assert_eq!(h["x-forwarded-host"], "maps.example.org");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -204,7 +216,13 @@ mod tests {
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         h.insert("forwarded", HeaderValue::from_static("proto=https"));
         let host = HeaderValue::from_static("internal:8080");
-        prepare_request_headers(&mut h, "10.1.1.1".parse().unwrap(), Some(&host), true);
+        prepare_request_headers(
+            &mut h,
+            "10.1.1.1".parse().unwrap(),
+            Some(&host),
+            true,
+            "http",
+        );
         assert_eq!(h["x-forwarded-host"], "public.example");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["forwarded"], "proto=https");
@@ -223,7 +241,7 @@ mod tests {
             header::LOCATION,
             HeaderValue::from_static("http://10.0.0.5:8080/geoserver/web/?0"),
         );
-        rewrite_location(&mut h, &n, &client);
+        rewrite_location(&mut h, &n, &client, "http");
         assert_eq!(
             h["location"],
             "http://maps.example.org:8000/geoserver/web/?0"
@@ -234,7 +252,7 @@ mod tests {
             "/geoserver/web/",
         ] {
             h.insert(header::LOCATION, HeaderValue::from_static(untouched));
-            rewrite_location(&mut h, &n, &client);
+            rewrite_location(&mut h, &n, &client, "http");
             assert_eq!(h["location"], untouched);
         }
     }

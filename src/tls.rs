@@ -1,0 +1,104 @@
+//! TLS termination with rustls (the ring provider: it builds with cargo and gcc alone): PEM
+//! certificate chains and keys (PKCS#8, PKCS#1, SEC1; RSA, ECDSA, Ed25519), chosen by SNI, the
+//! first one for clients that send no name or a name no certificate covers. ALPN offers `h2` and
+//! `http/1.1`; TLS 1.2 and 1.3 only, rustls' default cipher suites.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::ring;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+use crate::config::TlsCert;
+
+/// Why a certificate or key could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("tls.certs[{index}].{key}: {message}")]
+pub struct TlsError {
+    pub index: usize,
+    /// `cert` or `key`.
+    pub key: &'static str,
+    pub message: String,
+}
+
+/// The certificates, and how a handshake picks one.
+#[derive(Debug)]
+struct Certificates {
+    /// Each certified key with its end-entity certificate, in config order.
+    certs: Vec<(Arc<CertifiedKey>, CertificateDer<'static>)>,
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let by_name = hello
+            .server_name()
+            .and_then(|name| ServerName::try_from(name).ok())
+            .and_then(|name| {
+                self.certs.iter().find(|(_, leaf)| {
+                    webpki::EndEntityCert::try_from(leaf)
+                        .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
+                })
+            });
+        by_name.or(self.certs.first()).map(|(key, _)| key.clone())
+    }
+}
+
+/// Loads every certificate and key; the server configuration for the https listeners.
+pub fn server_config(certs: &[TlsCert]) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(ring::default_provider());
+    let mut loaded = Vec::with_capacity(certs.len());
+    for (index, c) in certs.iter().enumerate() {
+        let chain = load_chain(&c.cert).map_err(|message| TlsError {
+            index,
+            key: "cert",
+            message,
+        })?;
+        let key = PrivateKeyDer::from_pem_file(&c.key).map_err(|e| TlsError {
+            index,
+            key: "key",
+            message: format!("{}: {e}", c.key.display()),
+        })?;
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError {
+                index,
+                key: "key",
+                message: format!("{}: {e}", c.key.display()),
+            })?;
+        let leaf = chain[0].clone();
+        let certified = CertifiedKey::new(chain, signing);
+        certified.keys_match().map_err(|e| TlsError {
+            index,
+            key: "key",
+            message: format!("does not match the certificate: {e}"),
+        })?;
+        loaded.push((Arc::new(certified), leaf));
+    }
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError {
+            index: 0,
+            key: "cert",
+            message: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Certificates { certs: loaded }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(chain)
+}

@@ -639,6 +639,13 @@ impl Config {
             list(&self.listen.http),
             self.admin.listen
         ));
+        if !self.listen.https.is_empty() {
+            out.push_str(&format!(
+                "TLS listeners: https {} with {} certificate(s)\n",
+                list(&self.listen.https),
+                self.tls.certs.len()
+            ));
+        }
         out.push_str(&format!(
             "nodes ({}):\n",
             self.nodes.len() + self.discover.len()

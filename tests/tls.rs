@@ -1,0 +1,281 @@
+//! TLS termination with certificates made at test time: HTTPS over HTTP/1.1 and HTTP/2, SNI,
+//! X-Forwarded-Proto, and a certificate swap by reload under an open connection.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use geolb::config::Config;
+use geolb::server::Source;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::*;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// A self-signed certificate for `names`, written as PEM files in `dir`; returns (cert, key, DER).
+fn certificate(
+    dir: &Path,
+    file: &str,
+    names: &[&str],
+) -> (PathBuf, PathBuf, CertificateDer<'static>) {
+    let made =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let (cert, key) = (
+        dir.join(format!("{file}.crt")),
+        dir.join(format!("{file}.key")),
+    );
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    (cert, key, made.cert.der().clone())
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "geolb-tls-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Connects with SNI `name`, trusting `roots`, offering `alpn`; returns the stream and the
+/// certificate the server chose.
+async fn connect(
+    addr: SocketAddr,
+    name: &str,
+    roots: &[CertificateDer<'static>],
+    alpn: &[&[u8]],
+) -> (TlsStream<TcpStream>, CertificateDer<'static>) {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
+        .await
+        .unwrap_or_else(|e| panic!("TLS handshake with SNI {name}: {e}"));
+    let chosen = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+    (stream, chosen)
+}
+
+/// One GET over an HTTP/1.1 or HTTP/2 connection on `stream`.
+async fn get(
+    stream: TlsStream<TcpStream>,
+    host: &str,
+    path: &str,
+) -> (StatusCode, http::HeaderMap) {
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let req = |version| {
+        Request::get(format!("https://{host}{path}"))
+            .version(version)
+            .header("host", host)
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let response = if h2 {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        send.send_request(req(http::Version::HTTP_2)).await.unwrap()
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send.send_request(req(http::Version::HTTP_11))
+            .await
+            .unwrap()
+    };
+    let (parts, body) = response.into_parts();
+    let _ = body.collect().await;
+    (parts.status, parts.headers)
+}
+
+fn tls_options(
+    a: &(PathBuf, PathBuf, CertificateDer<'static>),
+    b: &(PathBuf, PathBuf, CertificateDer<'static>),
+) -> String {
+    format!(
+        "[[tls.certs]]\ncert = \"{}\"\nkey = \"{}\"\n[[tls.certs]]\ncert = \"{}\"\nkey = \"{}\"\n",
+        a.0.display(),
+        a.1.display(),
+        b.0.display(),
+        b.1.display()
+    )
+}
+
+async fn start(extra: &str) -> (Harness, geolb::server::Running) {
+    let h = Harness::start(THREE).await;
+    let text = config_text(
+        &[
+            node("gs-master", Some(1)),
+            node("gs-replica-1", None),
+            node("gs-replica-2", None),
+        ],
+        &h.nodes,
+        &Options::default(),
+    )
+    .replace(
+        "http = [\"127.0.0.1:0\"]",
+        "http = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]",
+    ) + extra;
+    let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let running = geolb::server::start(config).await.unwrap();
+    wait_for(
+        "nodes up behind the TLS geolb",
+        std::time::Duration::from_secs(5),
+        || {
+            running
+                .snapshot()
+                .states
+                .iter()
+                .all(|s| *s == geolb::health::State::Up)
+        },
+    )
+    .await;
+    (h, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_getmap_over_http1_and_http2_with_sni() {
+    let dir = tempdir();
+    let maps = certificate(&dir, "maps", &["maps.example.test"]);
+    let tiles = certificate(&dir, "tiles", &["tiles.example.test"]);
+    let (_h, geolb) = start(&tls_options(&maps, &tiles)).await;
+    let addr = geolb.https[0];
+    let roots = [maps.2.clone(), tiles.2.clone()];
+
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let (stream, chosen) = connect(addr, "maps.example.test", &roots, &[alpn]).await;
+        assert_eq!(chosen, maps.2, "SNI maps.example.test gets its certificate");
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(alpn));
+        let (status, headers) =
+            get(stream, "maps.example.test", "/geoserver/wms?request=GetMap").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers["x-seen-forwarded-proto"], "https",
+            "the node learns the client used TLS"
+        );
+        assert!(headers.contains_key("x-node"));
+    }
+    let (_, chosen) = connect(addr, "tiles.example.test", &roots, &[b"h2"]).await;
+    assert_eq!(
+        chosen, tiles.2,
+        "SNI tiles.example.test gets its own certificate"
+    );
+    // A name no certificate covers gets the default (first) one, which a careful client refuses
+    // for that name (a handshake refused by geolb would fail otherwise: with an alert).
+    let mut store = rustls::RootCertStore::empty();
+    store.add(maps.2.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let wrong = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("other.example.test").unwrap(), tcp)
+        .await;
+    let err = wrong
+        .expect_err("the default certificate does not name other.example.test")
+        .to_string();
+    assert!(
+        err.contains("not valid for name") || err.contains("NotValidForName"),
+        "{err}"
+    );
+    geolb.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_certificates_without_dropping_open_connections() {
+    let dir = tempdir();
+    let old = certificate(&dir, "old", &["maps.example.test"]);
+    let spare = certificate(&dir, "spare", &["spare.example.test"]);
+    let (h, geolb) = start(&tls_options(&old, &spare)).await;
+    let addr = geolb.https[0];
+    let roots = [old.2.clone(), spare.2.clone()];
+    // An open HTTP/1.1 keep-alive connection made with the old certificate.
+    let (stream, chosen) = connect(addr, "maps.example.test", &roots, &[b"http/1.1"]).await;
+    assert_eq!(chosen, old.2);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = || {
+        Request::get("/geoserver/wms?request=GetMap")
+            .header("host", "maps.example.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(
+        send.send_request(request()).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // The certificate file changes; a reload puts it in force for new handshakes.
+    let new = certificate(&dir, "new", &["maps.example.test"]);
+    let text = config_text(
+        &[
+            node("gs-master", Some(1)),
+            node("gs-replica-1", None),
+            node("gs-replica-2", None),
+        ],
+        &h.nodes,
+        &Options::default(),
+    )
+    .replace(
+        "http = [\"127.0.0.1:0\"]",
+        "http = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]",
+    ) + &tls_options(&new, &spare);
+    geolb
+        .reload(Source::Given(Box::new(Config::parse(&text).unwrap())))
+        .await
+        .unwrap();
+    let (_, chosen) = connect(
+        addr,
+        "maps.example.test",
+        &[new.2.clone(), spare.2.clone()],
+        &[b"h2"],
+    )
+    .await;
+    assert_eq!(chosen, new.2, "new handshakes see the new certificate");
+    let response = send
+        .send_request(request())
+        .await
+        .expect("the open connection still works");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // A bad certificate is refused; the current one stays.
+    std::fs::write(&new.0, "not a certificate").unwrap();
+    let err = Config::load(&{
+        let path = dir.join("config.toml");
+        std::fs::write(&path, &text).unwrap();
+        path
+    })
+    .expect_err("geolb check refuses a bad certificate");
+    assert_eq!(err.key.as_deref(), Some("tls.certs[0].cert"), "{err}");
+    geolb.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

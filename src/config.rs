@@ -78,6 +78,9 @@ pub struct Listen {
     /// TLS listeners (HTTP/1.1 and HTTP/2 by ALPN), with the certificates of `[[tls.certs]]`.
     /// Default `[]`.
     pub https: Vec<SocketAddr>,
+    /// Plain listeners answer every request with a permanent redirect (308) to the first https
+    /// listener. Default false.
+    pub redirect_https: bool,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish. Default `8s` (under
     /// docker's 10 s).
     pub shutdown_grace: Dur,
@@ -88,6 +91,7 @@ impl Default for Listen {
         Listen {
             http: vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
             https: Vec::new(),
+            redirect_https: false,
             shutdown_grace: Dur::secs(8),
         }
     }
@@ -707,6 +711,13 @@ impl FileConfig {
                 "listen.http",
                 None,
                 "at least one listener address is required",
+            ));
+        }
+        if self.listen.redirect_https && self.listen.https.is_empty() {
+            return Err(ConfigError::at(
+                "listen.redirect_https",
+                None,
+                "needs an https listener to redirect to",
             ));
         }
         if !self.listen.https.is_empty() && self.tls.certs.is_empty() {

@@ -67,8 +67,12 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => match Config::load(&cli.config) {
             Ok(config) => {
-                println!("{}: valid", cli.config.display());
-                print!("{}", config.summary());
+                // Write errors (a closed pipe: `geolb check | head -1`) are not worth a panic.
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}: valid", cli.config.display());
+                let _ = write!(out, "{}", config.summary());
+                warn_expiring(&config);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -99,6 +103,28 @@ fn stop_signals() -> Option<server::Signals> {
     server::Signals::new()
         .map_err(|e| eprintln!("error: cannot listen for signals: {e}"))
         .ok()
+}
+
+/// Warns about certificates that expire within 14 days (or already have).
+fn warn_expiring(config: &Config) {
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(14 * 24 * 3600);
+    for (i, expiry) in geolb::tls::expiries(&config.tls.certs)
+        .into_iter()
+        .enumerate()
+    {
+        if let Some(at) = expiry.filter(|at| *at < soon) {
+            let when = humantime::format_rfc3339_seconds(at);
+            let state = if at < std::time::SystemTime::now() {
+                "expired"
+            } else {
+                "expires"
+            };
+            eprintln!(
+                "warning: tls.certs[{i}].cert ({}) {state} {when}",
+                config.tls.certs[i].cert.display()
+            );
+        }
+    }
 }
 
 /// `GET /status` on the admin listener (loopback when it listens on every address), 2 s at most.

@@ -126,6 +126,8 @@ impl Proxy {
             Err(ProxyError::BadRequest(
                 "both Content-Length and Transfer-Encoding",
             ))
+        } else if !secure && self.cluster.load().config.listen.redirect_https {
+            Ok(redirect_to_https(&req, &self.cluster.load().config))
         } else {
             self.forward(req, peer, secure, &mut record, &mut received)
                 .await
@@ -474,6 +476,35 @@ fn check_request(parts: &http::request::Parts, max_body: u64) -> Result<(), Prox
         }
     }
     Ok(())
+}
+
+/// `308 Permanent Redirect` to the same path on the first https listener (the client's host name,
+/// the listener's port; 443 left out).
+fn redirect_to_https<B>(req: &Request<B>, config: &Config) -> Response<ResponseBody> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or("localhost");
+    // Strip a port (keeping IPv6 brackets whole).
+    let name = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    let port = config.listen.https.first().map_or(443, |a| a.port());
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{name}{target}")
+    } else {
+        format!("https://{name}:{port}{target}")
+    };
+    let mut response = Response::new(ResponseBody::text(format!("moved to {location}\n")));
+    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(http::header::LOCATION, value);
+    }
+    response
 }
 
 /// How the client addressed geolb: its `Host` (or `:authority`) and scheme.

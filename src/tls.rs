@@ -92,6 +92,20 @@ pub fn server_config(certs: &[TlsCert]) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// When each certificate (its leaf) stops being valid, in config order; `None` when a file cannot
+/// be read or parsed (the loading itself reports that).
+pub fn expiries(certs: &[TlsCert]) -> Vec<Option<std::time::SystemTime>> {
+    certs
+        .iter()
+        .map(|c| {
+            let chain = load_chain(&c.cert).ok()?;
+            let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref()).ok()?;
+            let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        })
+        .collect()
+}
+
 fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{}: {e}", path.display()))?

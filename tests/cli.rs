@@ -586,3 +586,71 @@ async fn sighup_and_post_reload_re_read_the_config_file() {
     assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_validates_certificates_and_warns_about_expiry() {
+    let dir = std::env::temp_dir().join(format!(
+        "geolb-certs-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |file: &str, params: rcgen::CertificateParams| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join(format!("{file}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+    };
+    write(
+        "fresh",
+        rcgen::CertificateParams::new(vec!["fresh.test".into()]).unwrap(),
+    );
+    let mut old = rcgen::CertificateParams::new(vec!["old.test".into()]).unwrap();
+    old.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    old.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    write("old", old);
+    let config = |files: &[&str]| {
+        let mut text = "[listen]\nhttps = [\"127.0.0.1:8443\"]\n[[nodes]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n".to_string();
+        for f in files {
+            text += &format!(
+                "[[tls.certs]]\ncert = \"{0}/{f}.crt\"\nkey = \"{0}/{f}.key\"\n",
+                dir.display()
+            );
+        }
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        geolb()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = config(&["fresh"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("TLS listeners: https 127.0.0.1:8443 with 1 certificate(s)"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let out = config(&["fresh", "old"]);
+    assert!(
+        out.status.success(),
+        "an expired certificate is a warning, not an error"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: tls.certs[1].cert") && stderr.contains("expired 2001-01-01"),
+        "{stderr}"
+    );
+    std::fs::write(dir.join("fresh.key"), "garbage").unwrap();
+    let out = config(&["fresh"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key `tls.certs[0].key`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -279,3 +279,57 @@ async fn a_reload_swaps_certificates_without_dropping_open_connections() {
     geolb.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_listeners_can_redirect_to_https_while_the_admin_listener_stays() {
+    let dir = tempdir();
+    let maps = certificate(&dir, "maps", &["maps.example.test"]);
+    let spare = certificate(&dir, "spare", &["spare.example.test"]);
+    let extra = tls_options(&maps, &spare);
+    let h = Harness::start(THREE).await;
+    let text = config_text(
+        &[
+            node("gs-master", Some(1)),
+            node("gs-replica-1", None),
+            node("gs-replica-2", None),
+        ],
+        &h.nodes,
+        &Options::default(),
+    )
+    .replace(
+        "http = [\"127.0.0.1:0\"]",
+        "http = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nredirect_https = true",
+    ) + &extra;
+    let geolb = geolb::server::start(Config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    let req = Request::get(format!(
+        "http://{}/geoserver/wms?request=GetMap",
+        geolb.http[0]
+    ))
+    .header("host", "maps.example.test:8080")
+    .body(http_body_util::Full::new(Bytes::new()).boxed())
+    .unwrap();
+    let r = send(&client(), req).await;
+    assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        r.header("location"),
+        "https://maps.example.test:0/geoserver/wms?request=GetMap",
+        "the configured https port"
+    );
+    assert_eq!(
+        h.nodes.iter().map(|n| n.hits()).sum::<u64>(),
+        0,
+        "redirects never reach a node"
+    );
+    let status = Request::get(format!("http://{}/status", geolb.admin))
+        .body(http_body_util::Full::new(Bytes::new()).boxed())
+        .unwrap();
+    assert_eq!(
+        send(&client(), status).await.status,
+        StatusCode::OK,
+        "the admin listener is not redirected"
+    );
+    geolb.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

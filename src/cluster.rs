@@ -417,6 +417,8 @@ pub struct Cluster {
     reconfigures: mpsc::Receiver<Reconfigure>,
     reconfigure_tx: mpsc::Sender<Reconfigure>,
     resolver: Arc<dyn Resolve>,
+    /// How watchdogs speak to `https://` nodes.
+    node_tls: tokio_rustls::TlsConnector,
     /// One resolver task per `discover = "dns"` entry, by entry name.
     resolvers: HashMap<String, (DiscoverSpec, tokio::task::AbortHandle)>,
     /// The last non-empty answer of each entry.
@@ -442,6 +444,7 @@ impl Cluster {
         slot_freed: Arc<Notify>,
         metrics: Arc<Metrics>,
         resolver: Arc<dyn Resolve>,
+        node_tls: Arc<rustls::ClientConfig>,
     ) -> Cluster {
         let (discovery_tx, discoveries) = mpsc::channel(16);
         let (observation_tx, observations) = mpsc::channel(256);
@@ -476,6 +479,7 @@ impl Cluster {
             reconfigures,
             reconfigure_tx,
             resolver,
+            node_tls: tokio_rustls::TlsConnector::from(node_tls),
             resolvers: HashMap::new(),
             discovered: HashMap::new(),
             discoveries,
@@ -649,6 +653,7 @@ impl Cluster {
             config.health.clone(),
             self.observation_tx.clone(),
             node.recheck.clone(),
+            node.spec.tls.then(|| self.node_tls.clone()),
         ))
         .abort_handle()
     }

@@ -381,6 +381,13 @@ pub struct Forwarding {
     pub trusted_proxies: Vec<IpNet>,
     /// How long an idle pooled connection to a node is kept. Default `60s`.
     pub pool_idle_timeout: Dur,
+    /// For `https://` nodes: the PEM certificates to trust instead of the system's roots.
+    pub ca_bundle: Option<std::path::PathBuf>,
+    /// For `https://` nodes that want a client certificate (mTLS): a PEM chain and its key.
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+    /// Accept any certificate from `https://` nodes. Dangerous; logged loudly at start.
+    pub insecure_skip_verify: bool,
 }
 
 impl Default for Forwarding {
@@ -388,6 +395,10 @@ impl Default for Forwarding {
         Forwarding {
             trusted_proxies: Vec::new(),
             pool_idle_timeout: Dur::secs(60),
+            ca_bundle: None,
+            client_cert: None,
+            client_key: None,
+            insecure_skip_verify: false,
         }
     }
 }
@@ -396,8 +407,10 @@ impl Default for Forwarding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSpec {
     pub name: String,
-    /// The node's `host:port` (from `url = "http://host:port"`; the port defaults to 80).
+    /// The node's `host:port` (from `url = "http://host:port"`; the port defaults to 80, 443).
     pub authority: Authority,
+    /// `https://`: geolb speaks TLS to the node (see `[forwarding]` for its verification).
+    pub tls: bool,
     /// Master-candidate priority, 1 = first choice; `None` for a node that never takes writes.
     pub master: Option<u32>,
     /// Whether the node serves OGC reads. Default true.
@@ -405,9 +418,13 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
-    /// `http://host:port`, the node's own origin (as it may appear in its `Location` headers).
+    /// `http(s)://host:port`, the node's own origin (as it may appear in its `Location` headers).
     pub fn origin(&self) -> String {
-        format!("http://{}", self.authority)
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.authority
+        )
     }
 }
 
@@ -524,6 +541,8 @@ pub struct DiscoverSpec {
     pub reads: bool,
     /// How often the name is resolved again. Default `5s`.
     pub interval: Duration,
+    /// The nodes speak https.
+    pub tls: bool,
 }
 
 impl DiscoverSpec {
@@ -534,6 +553,7 @@ impl DiscoverSpec {
         NodeSpec {
             name: format!("{}-{addr}", self.name),
             authority,
+            tls: self.tls,
             master: self.master,
             reads: self.reads,
         }
@@ -578,6 +598,19 @@ impl Config {
                     key: Some(format!("tls.certs[{}].{}", e.index, e.key)),
                     line: None,
                     message: e.message,
+                })?;
+            }
+            let https_nodes =
+                config.nodes.iter().any(|n| n.tls) || config.discover.iter().any(|d| d.tls);
+            if https_nodes
+                || config.forwarding.ca_bundle.is_some()
+                || config.forwarding.client_cert.is_some()
+            {
+                crate::tls::client_config(&config.forwarding).map_err(|message| ConfigError {
+                    file: file.clone(),
+                    key: None,
+                    line: None,
+                    message,
                 })?;
             }
             Ok(config)
@@ -711,6 +744,13 @@ impl FileConfig {
                 "listen.http",
                 None,
                 "at least one listener address is required",
+            ));
+        }
+        if self.forwarding.client_cert.is_some() != self.forwarding.client_key.is_some() {
+            return Err(ConfigError::at(
+                "forwarding.client_key",
+                None,
+                "client_cert and client_key go together",
             ));
         }
         if self.listen.redirect_https && self.listen.https.is_empty() {
@@ -877,7 +917,7 @@ impl FileConfig {
                     format!("duplicate node name `{name}`: node names must be unique"),
                 ));
             }
-            let authority = parse_node_url(n.url.get_ref()).map_err(|m| {
+            let (authority, tls) = parse_node_url(n.url.get_ref()).map_err(|m| {
                 ConfigError::at(format!("nodes[{i}].url"), line_of(n.url.span()), m)
             })?;
             if n.master == Some(0) {
@@ -920,6 +960,7 @@ impl FileConfig {
                     name: name.to_string(),
                     host,
                     port,
+                    tls,
                     master: n.master,
                     reads: n.reads,
                     interval,
@@ -929,6 +970,7 @@ impl FileConfig {
             nodes.push(NodeSpec {
                 name: name.to_string(),
                 authority,
+                tls,
                 master: n.master,
                 reads: n.reads,
             });
@@ -952,14 +994,16 @@ impl FileConfig {
     }
 }
 
-fn parse_node_url(text: &str) -> Result<Authority, String> {
-    let bad = |why: &str| format!("invalid node URL `{text}`: {why} (expected http://host:port)");
+fn parse_node_url(text: &str) -> Result<(Authority, bool), String> {
+    let bad = |why: &str| {
+        format!("invalid node URL `{text}`: {why} (expected http://host:port or https://host:port)")
+    };
     let uri: Uri = text.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme() {
-        Some(s) if *s == Scheme::HTTP => {}
-        Some(s) if *s == Scheme::HTTPS => return Err(bad("https nodes are not supported yet")),
-        _ => return Err(bad("the scheme must be http")),
-    }
+    let tls = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP => false,
+        Some(s) if *s == Scheme::HTTPS => true,
+        _ => return Err(bad("the scheme must be http or https")),
+    };
     let authority = uri.authority().ok_or_else(|| bad("no host"))?;
     if authority.host().is_empty() || authority.as_str().contains('@') {
         return Err(bad("no host, or user info in it"));
@@ -969,8 +1013,10 @@ fn parse_node_url(text: &str) -> Result<Authority, String> {
             "give no path: geolb forwards the client's path unchanged",
         ));
     }
-    let port = authority.port_u16().unwrap_or(80);
-    Authority::try_from(format!("{}:{port}", authority.host())).map_err(|_| bad("not a URL"))
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let authority = Authority::try_from(format!("{}:{port}", authority.host()))
+        .map_err(|_| bad("not a URL"))?;
+    Ok((authority, tls))
 }
 
 fn yes() -> bool {

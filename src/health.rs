@@ -129,9 +129,13 @@ pub struct CheckResult {
 /// Probes `authority` once: a fresh connection, `GET path`, status and body checked, all within
 /// `health.timeout`. A failure is a connect error, a timeout, an unexpected status, or a body without
 /// `expect_body`.
-pub async fn probe(authority: &Authority, health: &Health) -> CheckResult {
+pub async fn probe(
+    authority: &Authority,
+    health: &Health,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> CheckResult {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(health.timeout.0, probe_inner(authority, health)).await;
+    let outcome = tokio::time::timeout(health.timeout.0, probe_inner(authority, health, tls)).await;
     let latency = started.elapsed();
     let (ok, detail) = match outcome {
         Ok(Ok(status)) => (true, format!("{status} in {}ms", latency.as_millis())),
@@ -149,11 +153,40 @@ pub async fn probe(authority: &Authority, health: &Health) -> CheckResult {
     }
 }
 
-async fn probe_inner(authority: &Authority, health: &Health) -> Result<u16, String> {
+async fn probe_inner(
+    authority: &Authority,
+    health: &Health,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<u16, String> {
     let stream = TcpStream::connect(authority.as_str())
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => probe_over(stream, authority, health).await,
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from(
+                authority
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            )
+            .map_err(|e| format!("TLS: {e}"))?;
+            let stream = connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            probe_over(stream, authority, health).await
+        }
+    }
+}
+
+/// The check itself, over a connection (plain or TLS).
+async fn probe_over<T>(stream: T, authority: &Authority, health: &Health) -> Result<u16, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
@@ -247,6 +280,7 @@ pub async fn watchdog(
     health: Health,
     report: mpsc::Sender<Observation>,
     recheck: std::sync::Arc<tokio::sync::Notify>,
+    tls: Option<tokio_rustls::TlsConnector>,
 ) {
     let mut ticker = tokio::time::interval(health.interval.0);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -255,7 +289,7 @@ pub async fn watchdog(
             _ = ticker.tick() => {}
             _ = recheck.notified() => ticker.reset(),
         }
-        let result = probe(&authority, &health).await;
+        let result = probe(&authority, &health, tls.as_ref()).await;
         if report.send(Observation { node, result }).await.is_err() {
             return;
         }

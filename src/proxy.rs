@@ -19,6 +19,7 @@ use http::{Method, Request, Response, Version};
 use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -42,7 +43,7 @@ use crate::cluster::Snapshot;
 pub struct Proxy {
     cluster: Arc<ArcSwap<Snapshot>>,
     /// Pooled keep-alive connections to the nodes (connect timeout and idle time fixed at start).
-    client: Client<HttpConnector, LentBody>,
+    client: Client<HttpsConnector<HttpConnector>, LentBody>,
     reports: mpsc::Sender<Report>,
     slot_freed: Arc<Notify>,
     queued: AtomicUsize,
@@ -68,11 +69,18 @@ impl Proxy {
         reports: mpsc::Sender<Report>,
         slot_freed: Arc<Notify>,
         recorder: Arc<Recorder>,
+        node_tls: Arc<rustls::ClientConfig>,
     ) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeouts.connect.0));
-        connector.enforce_http(true);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.timeouts.connect.0));
+        // https:// node URLs pass through it to the TLS layer.
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*node_tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.forwarding.pool_idle_timeout.0)
             .pool_timer(hyper_util::rt::TokioTimer::new())
@@ -263,7 +271,8 @@ impl Proxy {
             };
             let mut request = Request::new(attempt_body);
             *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = headers::node_uri(node.authority(), parts.uri.path_and_query())?;
+            *request.uri_mut() =
+                headers::node_uri(node.authority(), node.spec.tls, parts.uri.path_and_query())?;
             *request.version_mut() = Version::HTTP_11;
             *request.headers_mut() = parts.headers.clone();
             let sent = tokio::time::timeout(timeouts.headers.0, self.client.request(request)).await;

@@ -41,6 +41,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    NodeTls(String),
 }
 
 /// Where a reload takes its configuration from.
@@ -108,6 +110,7 @@ pub async fn start_with(
         true => None,
         false => Some(crate::tls::server_config(&config.tls.certs)?),
     };
+    let node_tls = crate::tls::client_config(&config.forwarding).map_err(StartError::NodeTls)?;
 
     let slot_freed = Arc::new(tokio::sync::Notify::new());
     let metrics = Arc::new(Metrics::new());
@@ -116,6 +119,7 @@ pub async fn start_with(
         slot_freed.clone(),
         metrics.clone(),
         resolver,
+        node_tls.clone(),
     );
     let shared = cluster.shared();
     let recorder = Arc::new(Recorder::start(config.log.clone(), metrics.clone()));
@@ -125,6 +129,7 @@ pub async fn start_with(
         cluster.reporter(),
         slot_freed,
         recorder.clone(),
+        node_tls,
     ));
     let (reloads, reload_rx) = mpsc::channel(4);
     let admin_view = Arc::new(Admin::new(

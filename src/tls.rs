@@ -116,3 +116,99 @@ fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     }
     Ok(chain)
 }
+
+/// How geolb verifies `https://` nodes: the system's roots, or `forwarding.ca_bundle`; a client
+/// certificate when `forwarding.client_cert` is set; nothing at all with `insecure_skip_verify`.
+pub fn client_config(
+    forwarding: &crate::config::Forwarding,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?;
+    let builder = if forwarding.insecure_skip_verify {
+        tracing::warn!(
+            "forwarding.insecure_skip_verify: the certificates of https nodes are NOT verified"
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider)))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &forwarding.ca_bundle {
+            Some(path) => {
+                for cert in load_chain(path).map_err(|e| format!("forwarding.ca_bundle: {e}"))? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("forwarding.ca_bundle: {}: {e}", path.display()))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    let config = match (&forwarding.client_cert, &forwarding.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = load_chain(cert).map_err(|e| format!("forwarding.client_cert: {e}"))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("forwarding.client_key: {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("forwarding.client_key: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// `insecure_skip_verify`: accepts any certificate (signatures are still checked).
+#[derive(Debug)]
+struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -333,3 +333,117 @@ async fn plain_listeners_can_redirect_to_https_while_the_admin_listener_stays() 
     geolb.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// geolb in front of an `https://` node: the node is another geolb terminating TLS for `localhost`.
+async fn behind_tls(
+    forwarding: &str,
+) -> (
+    Harness,
+    geolb::server::Running,
+    geolb::server::Running,
+    PathBuf,
+) {
+    let dir = tempdir();
+    let node_cert = certificate(&dir, "node", &["localhost"]);
+    let spare = certificate(&dir, "spare", &["spare.test"]);
+    let (h, tls_node) = start(&tls_options(&node_cert, &spare)).await;
+    let text = format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = false\n\
+         [health]\ninterval = \"100ms\"\ntimeout = \"500ms\"\n[forwarding]\n{forwarding}\n\
+         [[nodes]]\nname = \"gs-tls\"\nurl = \"https://localhost:{}\"\nmaster = 1\n",
+        tls_node.https[0].port()
+    )
+    .replace("@CA@", &node_cert.0.display().to_string())
+    .replace("@OTHER@", &spare.0.display().to_string());
+    let front =
+        geolb::server::start(Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}")))
+            .await
+            .unwrap();
+    (h, tls_node, front, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_node_with_a_trusted_ca_is_used() {
+    let (_h, tls_node, front, dir) = behind_tls("ca_bundle = \"@CA@\"").await;
+    wait_for(
+        "the https node passes its check",
+        std::time::Duration::from_secs(5),
+        || front.snapshot().states.first() == Some(&geolb::health::State::Up),
+    )
+    .await;
+    let req = Request::get(format!(
+        "http://{}/geoserver/wms?request=GetMap",
+        front.http[0]
+    ))
+    .body(http_body_util::Full::new(Bytes::new()).boxed())
+    .unwrap();
+    let r = send(&client(), req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.header("x-node").starts_with("gs-"),
+        "answered through the TLS node"
+    );
+    front.shutdown().await;
+    tls_node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_node_with_an_unknown_ca_is_never_admitted_and_the_check_says_why() {
+    let (_h, tls_node, front, dir) = behind_tls("ca_bundle = \"@OTHER@\"").await;
+    // Its health check fails for the same reason, and says so.
+    wait_for(
+        "the check reports the certificate",
+        std::time::Duration::from_secs(5),
+        || {
+            front.snapshot().nodes[0]
+                .last_check()
+                .is_some_and(|c| !c.ok && c.detail.contains("certificate"))
+        },
+    )
+    .await;
+    let detail = front.snapshot().nodes[0]
+        .last_check()
+        .unwrap()
+        .detail
+        .clone();
+    assert!(
+        detail.starts_with("TLS: invalid peer certificate"),
+        "{detail}"
+    );
+    // Never admitted, the node gets no request: clients get 503, not a broken TLS hop.
+    let req = Request::get(format!(
+        "http://{}/geoserver/wms?request=GetMap",
+        front.http[0]
+    ))
+    .body(http_body_util::Full::new(Bytes::new()).boxed())
+    .unwrap();
+    assert_eq!(
+        send(&client(), req).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    front.shutdown().await;
+    tls_node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_skip_verify_accepts_any_node_certificate() {
+    let (_h, tls_node, front, dir) = behind_tls("insecure_skip_verify = true").await;
+    wait_for(
+        "the https node is up though unverified",
+        std::time::Duration::from_secs(5),
+        || front.snapshot().states.first() == Some(&geolb::health::State::Up),
+    )
+    .await;
+    let req = Request::get(format!(
+        "http://{}/geoserver/wms?request=GetMap",
+        front.http[0]
+    ))
+    .body(http_body_util::Full::new(Bytes::new()).boxed())
+    .unwrap();
+    assert_eq!(send(&client(), req).await.status, StatusCode::OK);
+    front.shutdown().await;
+    tls_node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

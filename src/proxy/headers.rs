@@ -24,10 +24,11 @@ pub fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
 
 pub fn node_uri(
     authority: &Authority,
+    tls: bool,
     path_and_query: Option<&PathAndQuery>,
 ) -> Result<Uri, ProxyError> {
     Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(if tls { Scheme::HTTPS } else { Scheme::HTTP })
         .authority(authority.clone())
         .path_and_query(
             path_and_query
@@ -164,6 +165,7 @@ mod tests {
             NodeSpec {
                 name: "n".into(),
                 authority: Authority::from_static("10.0.0.5:8080"),
+                tls: false,
                 master: None,
                 reads: true,
             },

@@ -447,3 +447,289 @@ async fn insecure_skip_verify_accepts_any_node_certificate() {
     tls_node.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A TLS node that demands a client certificate signed by `client_ca`, answering 200 with
+/// `x-client-cert: yes` when one was shown.
+async fn mtls_node(dir: &Path, client_ca: &CertificateDer<'static>) -> (SocketAddr, PathBuf) {
+    use rustls::pki_types::pem::PemObject;
+    let server = certificate(dir, "mtls-node", &["localhost"]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(client_ca.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&server.1).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server.2.clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let shown = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty());
+                let service = hyper::service::service_fn(move |_req| async move {
+                    let mut r = http::Response::new(http_body_util::Full::new(Bytes::from_static(
+                        b"<WMS_Capabilities/>",
+                    )));
+                    r.headers_mut().insert(
+                        "x-client-cert",
+                        if shown { "yes" } else { "no" }.parse().unwrap(),
+                    );
+                    r.headers_mut().insert("x-node", "gs-mtls".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, server.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_presented_to_nodes_that_ask_for_one() {
+    let dir = tempdir();
+    let client_cert = certificate(&dir, "geolb-client", &["geolb.test"]);
+    let (addr, node_ca) = mtls_node(&dir, &client_cert.2).await;
+    let text = format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = false\n\
+         [health]\ninterval = \"100ms\"\ntimeout = \"500ms\"\nexpect_body = \"WMS_Capabilities\"\n\
+         [forwarding]\nca_bundle = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n\
+         [[nodes]]\nname = \"gs-mtls\"\nurl = \"https://localhost:{}\"\nmaster = 1\n",
+        node_ca.display(),
+        client_cert.0.display(),
+        client_cert.1.display(),
+        addr.port()
+    );
+    let front = geolb::server::start(Config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    wait_for(
+        "the mTLS node passes its check",
+        std::time::Duration::from_secs(5),
+        || front.snapshot().states.first() == Some(&geolb::health::State::Up),
+    )
+    .await;
+    let req = Request::get(format!(
+        "http://{}/geoserver/wms?request=GetMap",
+        front.http[0]
+    ))
+    .body(http_body_util::Full::new(Bytes::new()).boxed())
+    .unwrap();
+    let r = send(&client(), req).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.header("x-client-cert"),
+        "yes",
+        "geolb showed its client certificate"
+    );
+    front.shutdown().await;
+    // Without a client certificate, the node refuses geolb: its check fails and says why.
+    let without = text.replace(
+        &format!(
+            "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+            client_cert.0.display(),
+            client_cert.1.display()
+        ),
+        "",
+    );
+    let front = geolb::server::start(Config::parse(&without).unwrap())
+        .await
+        .unwrap();
+    wait_for(
+        "the check fails without a client certificate",
+        std::time::Duration::from_secs(5),
+        || {
+            front.snapshot().nodes[0]
+                .last_check()
+                .is_some_and(|c| !c.ok)
+        },
+    )
+    .await;
+    assert_eq!(front.snapshot().states[0], geolb::health::State::Down);
+    front.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every key type and encoding the issue names loads (keys made by Debian's openssl).
+#[test]
+fn rsa_ecdsa_and_ed25519_keys_in_pkcs8_pkcs1_and_sec1_load() {
+    let dir = tempdir();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let kinds: &[(&str, &[&str], &str)] = &[
+        (
+            "rsa-pkcs1",
+            &["genrsa", "-traditional", "-out", "@KEY@", "2048"],
+            "BEGIN RSA PRIVATE KEY",
+        ),
+        (
+            "rsa-pkcs8",
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "@KEY@",
+            ],
+            "BEGIN PRIVATE KEY",
+        ),
+        (
+            "ec-sec1",
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "@KEY@",
+            ],
+            "BEGIN EC PRIVATE KEY",
+        ),
+        (
+            "ec-pkcs8",
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-384",
+                "-out",
+                "@KEY@",
+            ],
+            "BEGIN PRIVATE KEY",
+        ),
+        (
+            "ed25519",
+            &["genpkey", "-algorithm", "ED25519", "-out", "@KEY@"],
+            "BEGIN PRIVATE KEY",
+        ),
+    ];
+    for (name, genkey, marker) in kinds {
+        let key = dir.join(format!("{name}.key"));
+        let cert = dir.join(format!("{name}.crt"));
+        let key_s = key.display().to_string();
+        openssl(
+            &genkey
+                .iter()
+                .map(|a| if *a == "@KEY@" { key_s.as_str() } else { a })
+                .collect::<Vec<_>>(),
+        );
+        assert!(
+            std::fs::read_to_string(&key).unwrap().contains(marker),
+            "{name} is {marker}"
+        );
+        openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &key_s,
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-days",
+            "2",
+            "-out",
+            &cert.display().to_string(),
+        ]);
+        let certs = [geolb::config::TlsCert { cert, key }];
+        geolb::tls::server_config(&certs).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_certificate_turns_untrusted_gives_502_naming_the_reason() {
+    let dir = tempdir();
+    let trusted = certificate(&dir, "trusted", &["localhost"]);
+    let untrusted = certificate(&dir, "untrusted", &["localhost"]);
+    let (h, tls_node) = start(&tls_options(&trusted, &trusted)).await;
+    // Checks far apart and no passive ejection: the node stays admitted while its certificate changes.
+    let text = format!(
+        "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = false\n\
+         [health]\ninterval = \"30s\"\ntimeout = \"1s\"\n[passive]\nconsecutive_failures = 0\n\
+         [forwarding]\nca_bundle = \"{}\"\n\
+         [[nodes]]\nname = \"gs-tls\"\nurl = \"https://localhost:{}\"\nmaster = 1\n",
+        trusted.0.display(),
+        tls_node.https[0].port()
+    );
+    let front = geolb::server::start(Config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    wait_for(
+        "the https node is up",
+        std::time::Duration::from_secs(5),
+        || front.snapshot().states.first() == Some(&geolb::health::State::Up),
+    )
+    .await;
+    let url = format!("http://{}/geoserver/wms?request=GetMap", front.http[0]);
+    let get = || {
+        Request::get(&url)
+            .body(http_body_util::Full::new(Bytes::new()).boxed())
+            .unwrap()
+    };
+    assert_eq!(send(&client(), get()).await.status, StatusCode::OK);
+
+    // The node restarts on the same port with a certificate from an unknown CA.
+    let port = tls_node.https[0].port();
+    tls_node.shutdown().await;
+    let node_text = config_text(
+        &[
+            node("gs-master", Some(1)),
+            node("gs-replica-1", None),
+            node("gs-replica-2", None),
+        ],
+        &h.nodes,
+        &Options::default(),
+    )
+    .replace(
+        "http = [\"127.0.0.1:0\"]",
+        &format!("http = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:{port}\"]"),
+    ) + &tls_options(&untrusted, &untrusted);
+    let tls_node = geolb::server::start(Config::parse(&node_text).unwrap())
+        .await
+        .unwrap();
+    let r = send(&client(), get()).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        r.text().starts_with("node gs-tls failed:")
+            && r.text().contains("invalid peer certificate"),
+        "{}",
+        r.text()
+    );
+    front.shutdown().await;
+    tls_node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -276,6 +276,22 @@ async fn a_reload_swaps_certificates_without_dropping_open_connections() {
     })
     .expect_err("geolb check refuses a bad certificate");
     assert_eq!(err.key.as_deref(), Some("tls.certs[0].cert"), "{err}");
+    // A reload meeting it is refused, and handshakes keep the certificate in force.
+    let refused = geolb
+        .reload(Source::Given(Box::new(Config::parse(&text).unwrap())))
+        .await;
+    assert!(refused.expect_err("refused").contains("tls.certs[0].cert"));
+    let (_, chosen) = connect(
+        addr,
+        "maps.example.test",
+        &[new.2.clone(), spare.2.clone()],
+        &[b"h2"],
+    )
+    .await;
+    assert_eq!(
+        chosen, new.2,
+        "still the certificate of the last good reload"
+    );
     geolb.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -378,22 +378,31 @@ async fn behind_tls(
     (h, tls_node, front, dir)
 }
 
+/// Waits until the front geolb's only node is up.
+async fn first_node_up(front: &geolb::server::Running, what: &str) {
+    wait_for(what, std::time::Duration::from_secs(5), || {
+        front.snapshot().states.first() == Some(&geolb::health::State::Up)
+    })
+    .await;
+}
+
+/// A GetMap through the front geolb.
+async fn getmap(front: &geolb::server::Running) -> Reply {
+    let url = format!("http://{}/geoserver/wms?request=GetMap", front.http[0]);
+    send(
+        &client(),
+        Request::get(url)
+            .body(http_body_util::Full::new(Bytes::new()).boxed())
+            .unwrap(),
+    )
+    .await
+}
+
 /// A GetMap through geolb reaches the https node set up with `forwarding`.
 async fn served_through_the_https_node(forwarding: &str) {
     let (_h, tls_node, front, dir) = behind_tls(forwarding).await;
-    wait_for(
-        "the https node passes its check",
-        std::time::Duration::from_secs(5),
-        || front.snapshot().states.first() == Some(&geolb::health::State::Up),
-    )
-    .await;
-    let req = Request::get(format!(
-        "http://{}/geoserver/wms?request=GetMap",
-        front.http[0]
-    ))
-    .body(http_body_util::Full::new(Bytes::new()).boxed())
-    .unwrap();
-    let r = send(&client(), req).await;
+    first_node_up(&front, "the https node passes its check").await;
+    let r = getmap(&front).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(
         r.header("x-node").starts_with("gs-"),
@@ -527,19 +536,8 @@ async fn a_client_certificate_is_presented_to_nodes_that_ask_for_one() {
     let front = geolb::server::start(Config::parse(&text).unwrap())
         .await
         .unwrap();
-    wait_for(
-        "the mTLS node passes its check",
-        std::time::Duration::from_secs(5),
-        || front.snapshot().states.first() == Some(&geolb::health::State::Up),
-    )
-    .await;
-    let req = Request::get(format!(
-        "http://{}/geoserver/wms?request=GetMap",
-        front.http[0]
-    ))
-    .body(http_body_util::Full::new(Bytes::new()).boxed())
-    .unwrap();
-    let r = send(&client(), req).await;
+    first_node_up(&front, "the mTLS node passes its check").await;
+    let r = getmap(&front).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(
         r.header("x-client-cert"),
@@ -693,12 +691,7 @@ async fn a_node_whose_certificate_turns_untrusted_gives_502_naming_the_reason() 
     let front = geolb::server::start(Config::parse(&text).unwrap())
         .await
         .unwrap();
-    wait_for(
-        "the https node is up",
-        std::time::Duration::from_secs(5),
-        || front.snapshot().states.first() == Some(&geolb::health::State::Up),
-    )
-    .await;
+    first_node_up(&front, "the https node is up").await;
     let url = format!("http://{}/geoserver/wms?request=GetMap", front.http[0]);
     let get = || {
         Request::get(&url)

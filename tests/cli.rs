@@ -23,12 +23,7 @@ fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<St
 }
 
 fn check(text: &str) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!(
-        "geolb-cli-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("geolb-cli");
     let path = dir.join("config.toml");
     std::fs::write(&path, text).unwrap();
     let out = geolb()
@@ -225,6 +220,17 @@ fn demo_serves_a_getmap_and_stops_cleanly_on_sigint() {
     );
 }
 
+/// A fresh directory under the system's temp dir.
+fn temp_dir(prefix: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -242,12 +248,7 @@ struct Child {
 }
 
 async fn geolb_with_a_slow_request(node: &geolb::sim::SimNode, slow_ms: u64) -> Child {
-    let dir = std::env::temp_dir().join(format!(
-        "geolb-stop-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("geolb-stop");
     let proxy = format!("127.0.0.1:{}", free_port());
     let config = format!(
         "[listen]\nhttp = [\"{proxy}\"]\nshutdown_grace = \"5s\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\
@@ -373,12 +374,7 @@ async fn the_access_log_has_one_json_line_per_request() {
     let node = geolb::sim::SimNode::start("gs-master", "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "geolb-log-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("geolb-log");
     let proxy = format!("127.0.0.1:{}", free_port());
     let config = format!(
         "[listen]\nhttp = [\"{proxy}\"]\n[admin]\nlisten = \"127.0.0.1:{}\"\n[log]\nformat = \"json\"\nquery = true\n\
@@ -465,12 +461,7 @@ async fn healthcheck_answers_for_a_running_geolb() {
         .await
         .unwrap();
     let admin = format!("127.0.0.1:{}", free_port());
-    let dir = std::env::temp_dir().join(format!(
-        "geolb-hc-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("geolb-hc");
     let config = dir.join("config.toml");
     std::fs::write(
         &config,
@@ -516,12 +507,7 @@ async fn sighup_and_post_reload_re_read_the_config_file() {
     let b = geolb::sim::SimNode::start("gs-b", "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "geolb-hup-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("geolb-hup");
     let path = dir.join("config.toml");
     let admin = format!("127.0.0.1:{}", free_port());
     let head = format!("[listen]\nhttp = [\"127.0.0.1:{}\"]\n[admin]\nlisten = \"{admin}\"\n[log]\naccess = false\n", free_port());
@@ -589,12 +575,7 @@ async fn sighup_and_post_reload_re_read_the_config_file() {
 
 #[test]
 fn check_validates_certificates_and_warns_about_expiry() {
-    let dir = std::env::temp_dir().join(format!(
-        "geolb-certs-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("geolb-certs");
     let write = |file: &str, params: rcgen::CertificateParams| {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();

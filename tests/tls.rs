@@ -123,19 +123,15 @@ fn tls_options(
     )
 }
 
+/// The three-node test config with `listen` lines replaced by `listen` (TLS listeners and such).
+fn listeners_text(nodes: &[geolb::sim::SimNode], listen: &str) -> String {
+    config_text(THREE, nodes, &Options::default()).replace("http = [\"127.0.0.1:0\"]", listen)
+}
+
 async fn start(extra: &str) -> (Harness, geolb::server::Running) {
     let h = Harness::start(THREE).await;
-    let text = config_text(
-        &[
-            node("gs-master", Some(1)),
-            node("gs-replica-1", None),
-            node("gs-replica-2", None),
-        ],
+    let text = listeners_text(
         &h.nodes,
-        &Options::default(),
-    )
-    .replace(
-        "http = [\"127.0.0.1:0\"]",
         "http = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]",
     ) + extra;
     let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -236,17 +232,8 @@ async fn a_reload_swaps_certificates_without_dropping_open_connections() {
 
     // The certificate file changes; a reload puts it in force for new handshakes.
     let new = certificate(&dir, "new", &["maps.example.test"]);
-    let text = config_text(
-        &[
-            node("gs-master", Some(1)),
-            node("gs-replica-1", None),
-            node("gs-replica-2", None),
-        ],
+    let text = listeners_text(
         &h.nodes,
-        &Options::default(),
-    )
-    .replace(
-        "http = [\"127.0.0.1:0\"]",
         "http = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]",
     ) + &tls_options(&new, &spare);
     geolb
@@ -303,17 +290,8 @@ async fn plain_listeners_can_redirect_to_https_while_the_admin_listener_stays() 
     let spare = certificate(&dir, "spare", &["spare.example.test"]);
     let extra = tls_options(&maps, &spare);
     let h = Harness::start(THREE).await;
-    let text = config_text(
-        &[
-            node("gs-master", Some(1)),
-            node("gs-replica-1", None),
-            node("gs-replica-2", None),
-        ],
+    let text = listeners_text(
         &h.nodes,
-        &Options::default(),
-    )
-    .replace(
-        "http = [\"127.0.0.1:0\"]",
         "http = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]\nredirect_https = true",
     ) + &extra;
     let geolb = geolb::server::start(Config::parse(&text).unwrap())
@@ -703,17 +681,8 @@ async fn a_node_whose_certificate_turns_untrusted_gives_502_naming_the_reason() 
     // The node restarts on the same port with a certificate from an unknown CA.
     let port = tls_node.https[0].port();
     tls_node.shutdown().await;
-    let node_text = config_text(
-        &[
-            node("gs-master", Some(1)),
-            node("gs-replica-1", None),
-            node("gs-replica-2", None),
-        ],
+    let node_text = listeners_text(
         &h.nodes,
-        &Options::default(),
-    )
-    .replace(
-        "http = [\"127.0.0.1:0\"]",
         &format!("http = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:{port}\"]"),
     ) + &tls_options(&untrusted, &untrusted);
     let tls_node = geolb::server::start(Config::parse(&node_text).unwrap())

@@ -54,6 +54,26 @@ impl IdleTimer {
         self.progressed = true;
     }
 
+    /// Polls `body`, failing it with [`BodyError::Idle`] once it has been silent for `after`.
+    fn poll(
+        &mut self,
+        body: &mut Incoming,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.progress();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if self.expired(cx) => {
+                Poll::Ready(Some(Err(BodyError::Idle(self.after).into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// Called when the body is pending: true once it has been silent for `after`.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = tokio::time::Instant::now() + self.after;
@@ -149,22 +169,14 @@ impl Body for ForwardBody {
         let Some(rest) = this.rest.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(rest).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.idle.progress();
-                if let (Some(counter), Some(data)) = (&this.received, frame.data_ref()) {
-                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                this.count(&frame)?;
-                Poll::Ready(Some(Ok(frame)))
+        let polled = this.idle.poll(rest, cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let (Some(counter), Some(data)) = (&this.received, frame.data_ref()) {
+                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending if this.idle.expired(cx) => {
-                Poll::Ready(Some(Err(BodyError::Idle(this.idle.after).into())))
-            }
-            Poll::Pending => Poll::Pending,
+            this.count(frame)?;
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -332,19 +344,13 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Upstream { body, idle, .. } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    idle.progress();
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending if idle.expired(cx) => {
+            Inner::Upstream { body, idle, .. } => {
+                let polled = idle.poll(body, cx);
+                if matches!(&polled, Poll::Ready(Some(Err(e))) if e.is::<BodyError>()) {
                     tracing::warn!(after = ?idle.after, "response body idle: cut");
-                    Poll::Ready(Some(Err(BodyError::Idle(idle.after).into())))
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                polled
+            }
             Inner::Local(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),

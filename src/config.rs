@@ -305,6 +305,19 @@ pub struct Limits {
     pub max_headers: usize,
     /// Largest request body, bytes; 0 = unlimited (default).
     pub max_body: u64,
+    /// Client connections open at once on every client listener (TLS handshakes included, the
+    /// admin listener excluded); over it geolb stops accepting until some close, like haproxy's
+    /// `maxconn`. 0 (default): derived from the open-file limit at start ([`derived_max_connections`]).
+    pub max_connections: usize,
+    /// Client connections open at once from one client address; 0 = no per-client cap (default).
+    pub max_connections_per_client: usize,
+}
+
+/// The default `limits.max_connections` for an open-file limit: half of it (each client connection
+/// may need one to a node), less a reserve for listeners, health checks and logs; at least 256.
+pub fn derived_max_connections(open_files: u64) -> usize {
+    let half = open_files.saturating_sub(512) / 2;
+    half.clamp(256, 1_000_000) as usize
 }
 
 impl Default for Limits {
@@ -316,6 +329,8 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_body: 0,
+            max_connections: 0,
+            max_connections_per_client: 0,
         }
     }
 }
@@ -379,7 +394,9 @@ pub struct Forwarding {
     /// Peers (addresses or CIDR blocks) whose `X-Forwarded-Proto/Host`, `Forwarded` and
     /// `X-Forwarded-Path` are kept; from anyone else they are replaced or removed. Default `[]`.
     pub trusted_proxies: Vec<IpNet>,
-    /// How long an idle pooled connection to a node is kept. Default `60s`.
+    /// How long an idle pooled connection to a node is kept. Default `15s`: under the keep-alive
+    /// timeout of Tomcat (20 s) and Jetty (30 s), so geolb never reuses a connection the node is
+    /// closing.
     pub pool_idle_timeout: Dur,
     /// For `https://` nodes: the PEM certificates to trust instead of the system's roots.
     pub ca_bundle: Option<std::path::PathBuf>,
@@ -394,7 +411,7 @@ impl Default for Forwarding {
     fn default() -> Self {
         Forwarding {
             trusted_proxies: Vec::new(),
-            pool_idle_timeout: Dur::secs(60),
+            pool_idle_timeout: Dur::secs(15),
             ca_bundle: None,
             client_cert: None,
             client_key: None,
@@ -438,16 +455,24 @@ impl Dur {
     }
 }
 
+/// The longest duration any key accepts: far longer than any sane timeout, and far from the
+/// overflow of `Instant` arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim())
-            .map(Dur)
-            .map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "invalid duration `{text}`: expected a number and a unit, like 500ms, 2s or 1m"
-                ))
-            })
+        let parsed = humantime::parse_duration(text.trim()).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{text}`: expected a number and a unit, like 500ms, 2s or 1m"
+            ))
+        })?;
+        if parsed > MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "duration `{text}` is too long: at most 24h"
+            )));
+        }
+        Ok(Dur(parsed))
     }
 }
 
@@ -646,6 +671,27 @@ impl Config {
                 }
             })?;
         file.validate(line_of)
+    }
+
+    /// The keys that `other` changes but that are read once at start (the node connection pool and
+    /// its TLS, the retry budget): a reload that changes one is refused, naming them.
+    pub fn restart_only_changes(&self, other: &Config) -> Vec<&'static str> {
+        let (f, g) = (&self.forwarding, &other.forwarding);
+        let (r, q) = (&self.retries, &other.retries);
+        [
+            ("timeouts.connect", self.timeouts.connect != other.timeouts.connect),
+            ("forwarding.pool_idle_timeout", f.pool_idle_timeout != g.pool_idle_timeout),
+            ("forwarding.ca_bundle", f.ca_bundle != g.ca_bundle),
+            ("forwarding.client_cert", f.client_cert != g.client_cert),
+            ("forwarding.client_key", f.client_key != g.client_key),
+            ("forwarding.insecure_skip_verify", f.insecure_skip_verify != g.insecure_skip_verify),
+            ("retries.budget_percent", r.budget_percent != q.budget_percent),
+            ("retries.budget_min_per_second", r.budget_min_per_second != q.budget_min_per_second),
+            ("retries.budget_window", r.budget_window != q.budget_window),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
     }
 
     /// Whether the health checks differ (their watchdogs must restart).
@@ -868,6 +914,29 @@ impl FileConfig {
         ];
         if let Some((key, _)) = must_be_positive.iter().find(|(_, d)| d.0.is_zero()) {
             return Err(ConfigError::at(*key, None, "must be more than zero"));
+        }
+        let r = &self.retries;
+        // tower's TpsBudget asserts these; refuse them here instead of panicking at start.
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&r.budget_window.0) {
+            return Err(ConfigError::at(
+                "retries.budget_window",
+                None,
+                "must be between 1s and 60s",
+            ));
+        }
+        if r.budget_percent > 1000 {
+            return Err(ConfigError::at(
+                "retries.budget_percent",
+                None,
+                "a percentage: 0 to 1000",
+            ));
+        }
+        if r.budget_min_per_second > 1_000_000 {
+            return Err(ConfigError::at(
+                "retries.budget_min_per_second",
+                None,
+                "at most 1000000",
+            ));
         }
         if self.passive.max_ejected_percent > 100 {
             return Err(ConfigError::at(
@@ -1141,6 +1210,48 @@ mod tests {
         );
         let e = err("[[nodes]]\nname = \"a\"\nurl = \"http://h:1\"\nreads = false\n");
         assert_eq!(e.key.as_deref(), Some("nodes[0].reads"));
+    }
+
+    #[test]
+    fn what_would_panic_at_start_is_refused_here() {
+        for (text, key) in [
+            ("[retries]\nbudget_window = \"500ms\"\n", "retries.budget_window"),
+            ("[retries]\nbudget_window = \"61s\"\n", "retries.budget_window"),
+            ("[retries]\nbudget_percent = 1001\n", "retries.budget_percent"),
+            (
+                "[retries]\nbudget_min_per_second = 4294967295\n",
+                "retries.budget_min_per_second",
+            ),
+        ] {
+            assert_eq!(err(&format!("{text}{MINIMAL}")).key.as_deref(), Some(key), "{text}");
+        }
+        // A duration that would overflow `Instant` arithmetic is named with its line.
+        let e = err(&format!("[timeouts.reads]\nheaders = \"5000000000y\"\nidle = \"1s\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("timeouts.reads.headers"));
+        assert_eq!(e.line, Some(2));
+        let e = err(&format!("[listen]\nshutdown_grace = \"25h\"\n{MINIMAL}"));
+        assert!(e.message.contains("at most 24h"), "{e}");
+        // The edges are accepted, and each configuration that passes builds a budget.
+        for text in [
+            "[retries]\nbudget_window = \"1s\"\nbudget_percent = 0\nbudget_min_per_second = 0\n",
+            "[retries]\nbudget_window = \"60s\"\nbudget_percent = 1000\nbudget_min_per_second = 1000000\n",
+        ] {
+            let c = Config::parse(&format!("{text}{MINIMAL}")).unwrap();
+            let r = &c.retries;
+            let _ = tower::retry::budget::TpsBudget::new(
+                r.budget_window.0,
+                r.budget_min_per_second,
+                r.budget_percent as f32 / 100.0,
+            );
+        }
+    }
+
+    #[test]
+    fn the_connection_cap_follows_the_open_file_limit() {
+        assert_eq!(derived_max_connections(1024), 256);
+        assert_eq!(derived_max_connections(65_536), 32_512);
+        assert!(derived_max_connections(1 << 20) > 10_000);
+        assert_eq!(derived_max_connections(u64::MAX), 1_000_000);
     }
 
     #[test]

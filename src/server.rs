@@ -306,6 +306,13 @@ impl Supervisor {
                 None => return Err("geolb was not started from a config file".into()),
             },
         };
+        let fixed = self.config.restart_only_changes(&config);
+        if !fixed.is_empty() {
+            return Err(format!(
+                "{} changed: read once at start, a restart puts it in force",
+                fixed.join(", ")
+            ));
+        }
         // Certificates first, then bind what is new, before changing anything: a bad certificate
         // or a busy port refuses the whole reload.
         let tls = match config.tls.certs.is_empty() {

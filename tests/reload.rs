@@ -196,3 +196,31 @@ async fn listeners_move_with_a_reload() {
         "the refused reload changed nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changing_start_only_settings_is_refused_naming_them() {
+    let h = Harness::start(&ALL[..2]).await;
+    let (defs, sims) = pick(&h, &["gs-a", "gs-b"]);
+    let extra = "[forwarding]\ninsecure_skip_verify = true\npool_idle_timeout = \"5s\"\n";
+    let text = config_text(
+        &defs,
+        &sims,
+        &Options {
+            extra,
+            ..Options::default()
+        },
+    );
+    let err = h
+        .geolb
+        .reload(Source::Given(Box::new(Config::parse(&text).unwrap())))
+        .await
+        .expect_err("node TLS settings are read once at start");
+    assert!(
+        err.contains("forwarding.pool_idle_timeout, forwarding.insecure_skip_verify changed"),
+        "{err}"
+    );
+    assert!(err.contains("restart"), "{err}");
+    // Everything else still reloads.
+    reload(&h, &["gs-a"], "").await;
+    assert_eq!(names(&h), ["gs-a"]);
+}

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +18,7 @@ use crate::config::{Balance, Config, DiscoverSpec, Failback, NodeSpec, Pool};
 use crate::discover::{self, Discovered, Resolve};
 use crate::health::{self, CheckResult, HealthState, Observation, State};
 use crate::metrics::Metrics;
+use crate::queue::Queues;
 
 /// One configured GeoServer node. Shared by every snapshot; its counters live as long as it does.
 #[derive(Debug)]
@@ -41,14 +42,19 @@ pub struct Node {
     served: AtomicU64,
     /// Wakes its watchdog for an immediate check.
     recheck: Arc<Notify>,
-    /// Woken when a slot frees up, for requests queued at `max_requests`.
-    slot_freed: Arc<Notify>,
+    /// Where requests wait for a slot at `max_requests`; a freed slot is handed over there.
+    queues: Arc<Queues>,
     /// Whether `limits.max_requests` is set (only then is anyone waiting for a slot).
     capped: AtomicBool,
+    /// The pools the node serves in the snapshot in force ([`SERVES_READS`], [`SERVES_MASTER`]).
+    serving: AtomicU8,
 }
 
+const SERVES_READS: u8 = 1;
+const SERVES_MASTER: u8 = 2;
+
 impl Node {
-    pub fn new(spec: NodeSpec, slot_freed: Arc<Notify>) -> Node {
+    pub fn new(spec: NodeSpec, queues: Arc<Queues>) -> Node {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Node {
             label: Arc::from(spec.name.as_str()),
@@ -62,8 +68,9 @@ impl Node {
             state_since: AtomicU64::new(0),
             served: AtomicU64::new(0),
             recheck: Arc::new(Notify::new()),
-            slot_freed,
+            queues,
             capped: AtomicBool::new(false),
+            serving: AtomicU8::new(0),
         }
     }
 
@@ -119,7 +126,17 @@ impl Node {
         self.served.load(Ordering::Relaxed)
     }
 
-    /// Records a live-traffic outcome; returns true when this failure reaches `threshold` in a row.
+    /// Whether the node serves `pool` in the snapshot in force.
+    pub fn serves(&self, pool: Pool) -> bool {
+        let bit = match pool {
+            Pool::Reads => SERVES_READS,
+            Pool::Master => SERVES_MASTER,
+        };
+        self.serving.load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// Records a live-traffic outcome; returns true each time `threshold` failures in a row have
+    /// been seen since the last report (so a refused report is made again, not lost for good).
     pub fn record(&self, ok: bool, threshold: u32) -> bool {
         self.served.fetch_add(1, Ordering::Relaxed);
         if ok {
@@ -128,7 +145,10 @@ impl Node {
             }
             false
         } else {
-            threshold > 0 && self.failures.fetch_add(1, Ordering::Relaxed) + 1 == threshold
+            threshold > 0
+                && self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= threshold
+                // Of concurrent failures past the threshold, only the one that resets reports.
+                && self.failures.swap(0, Ordering::Relaxed) >= threshold
         }
     }
 }
@@ -211,16 +231,30 @@ pub struct Command {
     pub reply: tokio::sync::oneshot::Sender<Result<(), CommandError>>,
 }
 
-/// Holds one in-flight slot on a node.
+/// Holds one in-flight slot on a node. When dropped at `max_requests`, the slot goes to the
+/// longest-waiting request that may use it, if any ([`Queues::hand_over`]).
 #[derive(Debug)]
 pub struct InFlight(Arc<Node>);
 
+impl InFlight {
+    /// A slot passed on from a finished request: counted already.
+    pub(crate) fn handed(node: &Arc<Node>) -> InFlight {
+        InFlight(node.clone())
+    }
+
+    /// The node the slot is on.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.0
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Release);
-        if self.0.capped.load(Ordering::Relaxed) {
-            self.0.slot_freed.notify_waiters();
+        let node = &self.0;
+        if node.capped.load(Ordering::Relaxed) && node.queues.hand_over(node) {
+            return;
         }
+        node.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -253,8 +287,8 @@ pub struct Snapshot {
     /// When each node was re-admitted after being down, while its slow start may still run.
     admitted: Box<[Option<Instant>]>,
     slow_start: Duration,
-    /// Round-robin position.
-    ticket: AtomicUsize,
+    /// Round-robin position, shared by every snapshot (a publish does not restart the turn).
+    ticket: Arc<AtomicUsize>,
 }
 
 impl Snapshot {
@@ -407,7 +441,7 @@ pub struct Cluster {
     members: Vec<Member>,
     /// A candidate the operator promoted (by id): master while it is up and active.
     promoted: Option<u64>,
-    slot_freed: Arc<Notify>,
+    queues: Arc<Queues>,
     observations: mpsc::Receiver<Observation>,
     observation_tx: mpsc::Sender<Observation>,
     reports: mpsc::Receiver<Report>,
@@ -441,7 +475,7 @@ impl Cluster {
     /// called within the runtime: it starts a watchdog per node.
     pub fn new(
         config: Arc<Config>,
-        slot_freed: Arc<Notify>,
+        queues: Arc<Queues>,
         metrics: Arc<Metrics>,
         resolver: Arc<dyn Resolve>,
         node_tls: Arc<rustls::ClientConfig>,
@@ -462,14 +496,14 @@ impl Cluster {
             balance: config.routing.balance,
             admitted: Box::new([]),
             slow_start: config.routing.slow_start.0,
-            ticket: AtomicUsize::new(0),
+            ticket: Arc::new(AtomicUsize::new(0)),
         };
         let mut cluster = Cluster {
             shared: Arc::new(ArcSwap::from_pointee(snapshot)),
             config: config.clone(),
             members: Vec::new(),
             promoted: None,
-            slot_freed,
+            queues,
             observations,
             observation_tx,
             reports,
@@ -596,7 +630,7 @@ impl Cluster {
                 }
                 Some(m) => m,
                 None => {
-                    let node = Arc::new(Node::new(spec.clone(), self.slot_freed.clone()));
+                    let node = Arc::new(Node::new(spec.clone(), self.queues.clone()));
                     if !starting {
                         tracing::info!(node = node.name(), url = %node.origin, "node added: it joins once its health check passes");
                     }
@@ -619,6 +653,8 @@ impl Cluster {
             self.members.push(member);
         }
         for gone in &old {
+            // Its slots, when they free, go to nobody's queue.
+            gone.node.serving.store(0, Ordering::Relaxed);
             tracing::info!(
                 node = gone.node.name(),
                 in_flight = gone.node.in_flight(),
@@ -876,10 +912,25 @@ impl Cluster {
             balance: self.config.routing.balance,
             admitted: self.members.iter().map(|m| m.admitted).collect(),
             slow_start: ramp,
-            ticket: AtomicUsize::new(0),
+            ticket: old.ticket.clone(),
         });
+        for (i, node) in snapshot.nodes.iter().enumerate() {
+            let reads = if snapshot.readers.contains(&i) {
+                SERVES_READS
+            } else {
+                0
+            };
+            let master = if snapshot.master == Some(i) {
+                SERVES_MASTER
+            } else {
+                0
+            };
+            node.serving.store(reads | master, Ordering::Relaxed);
+        }
         self.metrics.observe_snapshot(&snapshot);
         self.shared.store(snapshot);
+        // A reload may have lifted or raised `max_requests`: queued requests look again.
+        self.queues.wake_all();
     }
 }
 
@@ -894,7 +945,101 @@ fn classifier(config: &Config) -> Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Waiter;
     use State::{Down, Unknown, Up};
+
+    /// A node capped at `max_requests`, serving the given pools.
+    fn capped_node(name: &str, queues: &Arc<Queues>, reads: bool, master: bool) -> Arc<Node> {
+        let node = Node::new(
+            NodeSpec {
+                name: name.into(),
+                authority: Authority::from_static("127.0.0.1:1"),
+                tls: false,
+                master: master.then_some(1),
+                reads,
+            },
+            queues.clone(),
+        );
+        node.capped.store(true, Ordering::Relaxed);
+        let bits = if reads { SERVES_READS } else { 0 } | if master { SERVES_MASTER } else { 0 };
+        node.serving.store(bits, Ordering::Relaxed);
+        Arc::new(node)
+    }
+
+    fn holds(waiter: &Waiter, node: &Arc<Node>) -> bool {
+        waiter.take_slot().is_some_and(|slot| {
+            let same = Arc::ptr_eq(slot.node(), node);
+            std::mem::forget(slot); // keep it counted: the test hands slots around by hand
+            same
+        })
+    }
+
+    #[test]
+    fn a_freed_slot_goes_to_the_oldest_waiter_that_may_use_it() {
+        let queues = Arc::new(Queues::default());
+        let a = capped_node("a", &queues, true, false);
+        let slots: Vec<InFlight> = (0..3).map(|_| a.try_start_request(3).unwrap()).collect();
+        let first = queues.join(Pool::Reads, &[a.id]); // a retry that already tried `a`
+        let second = queues.join(Pool::Reads, &[]);
+        let third = queues.join(Pool::Reads, &[]);
+        let mut slots = slots.into_iter();
+        drop(slots.next());
+        assert!(!holds(&first, &a), "it tried `a` already");
+        assert!(holds(&second, &a), "the oldest that may use it");
+        assert_eq!(a.in_flight(), 3, "handed over, not freed");
+        drop(slots.next());
+        assert!(holds(&third, &a));
+        // Nobody else may use it: the slot is freed.
+        drop(slots.next());
+        assert_eq!(a.in_flight(), 2);
+        queues.leave(Pool::Reads, &first);
+    }
+
+    #[test]
+    fn each_pool_has_its_own_queue() {
+        let queues = Arc::new(Queues::default());
+        let reader = capped_node("r", &queues, true, false);
+        let master = capped_node("m", &queues, false, true);
+        let wants_master = queues.join(Pool::Master, &[]);
+        let wants_reads = queues.join(Pool::Reads, &[]);
+        drop(reader.try_start_request(1).unwrap());
+        assert!(
+            !holds(&wants_master, &reader),
+            "a reader's slot is no master slot"
+        );
+        assert!(holds(&wants_reads, &reader));
+        drop(master.try_start_request(1).unwrap());
+        assert!(holds(&wants_master, &master));
+    }
+
+    #[test]
+    fn a_slot_handed_to_a_waiter_that_left_goes_on() {
+        let queues = Arc::new(Queues::default());
+        let a = capped_node("a", &queues, true, false);
+        let gone = queues.join(Pool::Reads, &[]);
+        let next = queues.join(Pool::Reads, &[]);
+        drop(a.try_start_request(1).unwrap());
+        // `gone` got the slot but left (its client hung up) without using it.
+        queues.leave(Pool::Reads, &gone);
+        assert!(holds(&next, &a));
+        assert_eq!(a.in_flight(), 1);
+        queues.leave(Pool::Reads, &next);
+    }
+
+    #[test]
+    fn passive_reports_keep_coming_after_a_refused_one() {
+        let queues = Arc::new(Queues::default());
+        let node = capped_node("n", &queues, true, false);
+        let failures: Vec<bool> = (0..7).map(|_| node.record(false, 3)).collect();
+        assert_eq!(
+            failures,
+            [false, false, true, false, false, true, false],
+            "every third failure in a row reports, whatever became of the last report"
+        );
+        assert!(!node.record(true, 3));
+        assert!(!node.record(false, 3), "a success starts the count again");
+        assert!(!node.record(false, 0), "0 disables");
+    }
 
     fn cands(states: &[State]) -> Vec<Candidate> {
         states

@@ -679,14 +679,29 @@ impl Config {
         let (f, g) = (&self.forwarding, &other.forwarding);
         let (r, q) = (&self.retries, &other.retries);
         [
-            ("timeouts.connect", self.timeouts.connect != other.timeouts.connect),
-            ("forwarding.pool_idle_timeout", f.pool_idle_timeout != g.pool_idle_timeout),
+            (
+                "timeouts.connect",
+                self.timeouts.connect != other.timeouts.connect,
+            ),
+            (
+                "forwarding.pool_idle_timeout",
+                f.pool_idle_timeout != g.pool_idle_timeout,
+            ),
             ("forwarding.ca_bundle", f.ca_bundle != g.ca_bundle),
             ("forwarding.client_cert", f.client_cert != g.client_cert),
             ("forwarding.client_key", f.client_key != g.client_key),
-            ("forwarding.insecure_skip_verify", f.insecure_skip_verify != g.insecure_skip_verify),
-            ("retries.budget_percent", r.budget_percent != q.budget_percent),
-            ("retries.budget_min_per_second", r.budget_min_per_second != q.budget_min_per_second),
+            (
+                "forwarding.insecure_skip_verify",
+                f.insecure_skip_verify != g.insecure_skip_verify,
+            ),
+            (
+                "retries.budget_percent",
+                r.budget_percent != q.budget_percent,
+            ),
+            (
+                "retries.budget_min_per_second",
+                r.budget_min_per_second != q.budget_min_per_second,
+            ),
             ("retries.budget_window", r.budget_window != q.budget_window),
         ]
         .into_iter()
@@ -1215,18 +1230,33 @@ mod tests {
     #[test]
     fn what_would_panic_at_start_is_refused_here() {
         for (text, key) in [
-            ("[retries]\nbudget_window = \"500ms\"\n", "retries.budget_window"),
-            ("[retries]\nbudget_window = \"61s\"\n", "retries.budget_window"),
-            ("[retries]\nbudget_percent = 1001\n", "retries.budget_percent"),
+            (
+                "[retries]\nbudget_window = \"500ms\"\n",
+                "retries.budget_window",
+            ),
+            (
+                "[retries]\nbudget_window = \"61s\"\n",
+                "retries.budget_window",
+            ),
+            (
+                "[retries]\nbudget_percent = 1001\n",
+                "retries.budget_percent",
+            ),
             (
                 "[retries]\nbudget_min_per_second = 4294967295\n",
                 "retries.budget_min_per_second",
             ),
         ] {
-            assert_eq!(err(&format!("{text}{MINIMAL}")).key.as_deref(), Some(key), "{text}");
+            assert_eq!(
+                err(&format!("{text}{MINIMAL}")).key.as_deref(),
+                Some(key),
+                "{text}"
+            );
         }
         // A duration that would overflow `Instant` arithmetic is named with its line.
-        let e = err(&format!("[timeouts.reads]\nheaders = \"5000000000y\"\nidle = \"1s\"\n{MINIMAL}"));
+        let e = err(&format!(
+            "[timeouts.reads]\nheaders = \"5000000000y\"\nidle = \"1s\"\n{MINIMAL}"
+        ));
         assert_eq!(e.key.as_deref(), Some("timeouts.reads.headers"));
         assert_eq!(e.line, Some(2));
         let e = err(&format!("[listen]\nshutdown_grace = \"25h\"\n{MINIMAL}"));

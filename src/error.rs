@@ -27,6 +27,12 @@ pub enum ProxyError {
     /// The node sent no response headers in time.
     #[error("node {node} did not answer within {after:?}")]
     Timeout { node: String, after: Duration },
+    /// The node stopped reading the request body.
+    #[error("node {node} stopped reading the request body for {after:?}")]
+    UploadStalled { node: String, after: Duration },
+    /// The node answered this gateway error, and the retries on other nodes found none to take it.
+    #[error("node {node} answered {status}")]
+    Answered { node: String, status: StatusCode },
     /// Every eligible node is at `limits.max_requests` and the queue is full.
     #[error("every node is busy and the queue is full")]
     QueueFull,
@@ -38,16 +44,16 @@ pub enum ProxyError {
     /// The client stopped sending its body.
     #[error("the request body stalled for {0:?}")]
     ClientIdle(Duration),
-    /// The client's body broke while geolb read it.
+    /// The client's body broke (aborted, malformed framing) while geolb read or forwarded it.
     #[error("could not read the request body: {0}")]
-    ClientBody(hyper::Error),
+    ClientBody(String),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
 }
 
 /// An error and its sources on one line: hyper-util's own message says little ("client error
 /// (Connect)"); the cause says what happened.
-fn chain(err: &dyn std::error::Error) -> String {
+pub fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -66,7 +72,10 @@ impl ProxyError {
             | ProxyError::QueueFull
             | ProxyError::QueueTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout { .. } | ProxyError::UploadStalled { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Answered { status, .. } => *status,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientIdle(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientBody(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -17,6 +17,7 @@ pub mod framing;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
+pub mod queue;
 pub mod record;
 pub mod server;
 pub mod sim;

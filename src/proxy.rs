@@ -17,14 +17,13 @@ use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Version};
 use http_body::{Body as _, Frame};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::classify::{Route, Verdict};
@@ -32,9 +31,12 @@ use crate::cluster::{Acquire, InFlight, Node, Report};
 use crate::config::{ClassTimeouts, Config, Pool};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::queue::{Queues, Waiter};
 use crate::record::{request_id, Record, Recorder};
 
-pub use body::{BodyError, Done, ForwardBody, IdleTimer, LentBody, ResponseBody};
+pub use body::{
+    await_response, BodyError, Done, ForwardBody, IdleTimer, LentBody, ResponseBody, Stall, Upload,
+};
 pub use headers::{prepare_request_headers, rewrite_location, strip_hop_by_hop};
 
 use crate::cluster::Snapshot;
@@ -45,7 +47,7 @@ pub struct Proxy {
     /// Pooled keep-alive connections to the nodes (connect timeout and idle time fixed at start).
     client: Client<HttpsConnector<HttpConnector>, LentBody>,
     reports: mpsc::Sender<Report>,
-    slot_freed: Arc<Notify>,
+    queues: Arc<Queues>,
     queued: AtomicUsize,
     budget: TpsBudget,
     recorder: Arc<Recorder>,
@@ -53,13 +55,15 @@ pub struct Proxy {
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// How one attempt on a node failed.
+/// How one attempt on a node failed (always by the node's doing: the client's faults are errors).
 enum Failure {
     /// The node answered 502, 503 or 504: worth another node.
     Status(Response<Incoming>, Arc<Node>, InFlight),
+    /// The same, once its response, slot and connection were let go for a retry.
+    Answered(Arc<Node>, http::StatusCode),
     Connect(Arc<Node>, hyper_util::client::legacy::Error),
     Io(Arc<Node>, hyper_util::client::legacy::Error),
-    Timeout(Arc<Node>),
+    Timeout(Arc<Node>, Stall),
 }
 
 impl Proxy {
@@ -67,7 +71,7 @@ impl Proxy {
         config: &Config,
         cluster: Arc<ArcSwap<Snapshot>>,
         reports: mpsc::Sender<Report>,
-        slot_freed: Arc<Notify>,
+        queues: Arc<Queues>,
         recorder: Arc<Recorder>,
         node_tls: Arc<rustls::ClientConfig>,
     ) -> Proxy {
@@ -95,7 +99,7 @@ impl Proxy {
             cluster,
             client,
             reports,
-            slot_freed,
+            queues,
             recorder,
             queued: AtomicUsize::new(0),
             budget,
@@ -188,7 +192,9 @@ impl Proxy {
                 let decide = |prefix: &[u8], complete| {
                     classifier.classify_body(&plan, query, prefix, complete)
                 };
-                let (route, frames) = lookahead(body, decide).await?;
+                // Before the pool is known: the reads' idle timeout (a client slow to send).
+                let idle = config.timeouts.reads.idle.0;
+                let (route, frames) = lookahead(body, idle, decide).await?;
                 (route, frames.0, frames.1)
             }
         };
@@ -210,6 +216,7 @@ impl Proxy {
             *received = Some(counter.clone());
             forward_body = forward_body.counting(counter);
         }
+        let body_ended = forward_body.is_end_stream();
         let mut body = Some(forward_body);
         // Idempotent reads whose whole body is held can go to another node.
         let replay = match (&body, route.pool, route.write) {
@@ -247,21 +254,28 @@ impl Proxy {
                     }
                 }
             };
+            // The failed attempt let go of its node before this one started.
+            debug_assert!(!matches!(last, Some(Failure::Status(..))));
 
             record.node = Some(node.label.clone());
             record.retries =
                 tried.len() as u32 + u32::from(last.is_some() && route.pool == Pool::Master);
 
             // forward
+            let upload = (!body_ended).then(Upload::new);
             let (attempt_body, lent) = match (&replay, body.take()) {
                 (Some(copy), _) => {
                     let frames = copy.iter().cloned().map(Frame::data).collect();
-                    (
-                        LentBody::owned(ForwardBody::new(frames, None, timeouts.idle.0, max_body)),
-                        None,
-                    )
+                    let mut copy = ForwardBody::new(frames, None, timeouts.idle.0, max_body);
+                    if let Some(upload) = &upload {
+                        copy = copy.watched(upload.clone());
+                    }
+                    (LentBody::owned(copy), None)
                 }
-                (None, Some(b)) => {
+                (None, Some(mut b)) => {
+                    if let Some(upload) = &upload {
+                        b = b.watched(upload.clone());
+                    }
                     let (lent_body, lent) = LentBody::lend(b);
                     (lent_body, Some(lent))
                 }
@@ -275,7 +289,13 @@ impl Proxy {
                 headers::node_uri(node.authority(), node.spec.tls, parts.uri.path_and_query())?;
             *request.version_mut() = Version::HTTP_11;
             *request.headers_mut() = parts.headers.clone();
-            let sent = tokio::time::timeout(timeouts.headers.0, self.client.request(request)).await;
+            let sent = await_response(
+                self.client.request(request),
+                upload.as_deref(),
+                timeouts.headers.0,
+                timeouts.idle.0,
+            )
+            .await;
             // A body the attempt never read comes back for the next one.
             body = body.or_else(|| lent.and_then(body::Lent::take_back));
 
@@ -283,14 +303,12 @@ impl Proxy {
             let failure = match sent {
                 Ok(Ok(response)) => {
                     let status = response.status();
-                    // GeoServer's REST API answers 500 to many client mistakes (a duplicate layer…):
-                    // on master traffic only gateway errors count against the node.
-                    let failed = match route.pool {
-                        Pool::Reads => status.is_server_error(),
-                        Pool::Master => matches!(status.as_u16(), 502..=504),
-                    };
+                    // Only gateway errors count against the node: GeoServer answers 500 to many
+                    // client mistakes (a bad SLD, a duplicate layer…), and a client must not be
+                    // able to eject a node.
+                    let failed = matches!(status.as_u16(), 502..=504);
                     self.record(&node, !failed);
-                    if !matches!(status.as_u16(), 502..=504) {
+                    if !failed {
                         return Ok(respond(
                             response,
                             node,
@@ -303,20 +321,22 @@ impl Proxy {
                 }
                 Ok(Err(e)) => {
                     drop(slot);
-                    self.record(&node, false);
+                    // The client's body broke, stalled or grew too large: its fault, not the
+                    // node's. Nothing is recorded against the node, and nothing is retried.
                     if let Some(err) = body_error(&e) {
                         return Err(err);
                     }
+                    self.record(&node, false);
                     if e.is_connect() {
                         Failure::Connect(node, e)
                     } else {
                         Failure::Io(node, e)
                     }
                 }
-                Err(_elapsed) => {
+                Err(stall) => {
                     drop(slot);
                     self.record(&node, false);
-                    Failure::Timeout(node)
+                    Failure::Timeout(node, stall)
                 }
             };
 
@@ -341,7 +361,8 @@ impl Proxy {
             if route.pool == Pool::Reads {
                 tried.push(node.id);
             }
-            last = Some(failure);
+            // Its node slot and connection are let go before the next attempt.
+            last = Some(failure.let_go());
         }
     }
 
@@ -356,21 +377,29 @@ impl Proxy {
             Failure::Status(response, node, slot) => {
                 Ok(respond(response, node, slot, client, timeouts))
             }
+            Failure::Answered(node, status) => Err(ProxyError::Answered {
+                node: node.name().to_string(),
+                status,
+            }),
             Failure::Connect(node, source) | Failure::Io(node, source) => {
                 Err(ProxyError::Upstream {
                     node: node.name().to_string(),
                     source,
                 })
             }
-            Failure::Timeout(node) => Err(ProxyError::Timeout {
+            Failure::Timeout(node, Stall::Headers) => Err(ProxyError::Timeout {
                 node: node.name().to_string(),
                 after: timeouts.headers.0,
+            }),
+            Failure::Timeout(node, Stall::Upload) => Err(ProxyError::UploadStalled {
+                node: node.name().to_string(),
+                after: timeouts.idle.0,
             }),
         }
     }
 
-    /// A slot on a node of `pool` (not one of `tried`), waiting in the queue when every eligible
-    /// node is at `max_requests`.
+    /// A slot on a node of `pool` (not one of `tried`), waiting in the pool's queue when every
+    /// eligible node is at `max_requests`.
     async fn acquire(
         &self,
         pool: Pool,
@@ -379,17 +408,13 @@ impl Proxy {
         let config = self.cluster.load().config.clone();
         let limits = &config.limits;
         let mut rng = fastrand::Rng::new();
-        let empty = || {
-            if pool == Pool::Master {
-                ProxyError::NoMaster
-            } else {
-                ProxyError::NoReader
-            }
-        };
         let attempt = |rng: &mut fastrand::Rng| match self.cluster.load().acquire(pool, tried, rng)
         {
             Acquire::Got(node, slot) => Some(Ok((node, slot))),
-            Acquire::Empty => Some(Err(empty())),
+            Acquire::Empty => Some(Err(match pool {
+                Pool::Master => ProxyError::NoMaster,
+                Pool::Reads => ProxyError::NoReader,
+            })),
             Acquire::Busy => None,
         };
         if let Some(done) = attempt(&mut rng) {
@@ -400,22 +425,32 @@ impl Proxy {
             self.metrics().queue_full.inc();
             return Err(ProxyError::QueueFull);
         }
-        let _seat = Seat(&self.queued);
+        let seat = Seat {
+            queued: &self.queued,
+            queues: &self.queues,
+            pool,
+            waiter: self.queues.join(pool, tried),
+        };
         let queued_at = tokio::time::Instant::now();
         let deadline = queued_at + limits.queue_timeout.0;
+        let waited = || {
+            self.metrics()
+                .queue_wait
+                .observe(queued_at.elapsed().as_secs_f64());
+        };
         loop {
-            let notified = self.slot_freed.notified();
-            tokio::pin!(notified);
-            // Registered before looking, so a slot freed in between is not missed.
-            notified.as_mut().enable();
+            // Looked at once joined (a slot freed just before was released, not handed over), and
+            // again after each wake.
+            if let Some(slot) = seat.waiter.take_slot() {
+                waited();
+                return Ok((slot.node().clone(), slot));
+            }
             if let Some(done) = attempt(&mut rng) {
-                self.metrics()
-                    .queue_wait
-                    .observe(queued_at.elapsed().as_secs_f64());
+                waited();
                 return done;
             }
             tokio::select! {
-                _ = &mut notified => {}
+                _ = seat.waiter.notify.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     self.metrics().queue_timeout.inc();
                     return Err(ProxyError::QueueTimeout(limits.queue_timeout.0));
@@ -450,19 +485,34 @@ impl Failure {
     fn node(&self) -> &Arc<Node> {
         match self {
             Failure::Status(_, node, _)
+            | Failure::Answered(node, _)
             | Failure::Connect(node, _)
             | Failure::Io(node, _)
-            | Failure::Timeout(node) => node,
+            | Failure::Timeout(node, _) => node,
+        }
+    }
+
+    /// Keeps what the answer to the client needs, and frees the node's slot and connection.
+    fn let_go(self) -> Failure {
+        match self {
+            Failure::Status(response, node, _slot) => Failure::Answered(node, response.status()),
+            other => other,
         }
     }
 }
 
-/// Leaves the queue when dropped.
-struct Seat<'a>(&'a AtomicUsize);
+/// A place in a pool's queue, left when dropped (a slot handed over but not taken goes on).
+struct Seat<'a> {
+    queued: &'a AtomicUsize,
+    queues: &'a Queues,
+    pool: Pool,
+    waiter: Arc<Waiter>,
+}
 
 impl Drop for Seat<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.queues.leave(self.pool, &self.waiter);
+        self.queued.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -537,36 +587,50 @@ fn respond(
     Response::from_parts(parts, body)
 }
 
-/// geolb's own body errors (idle client, too large) inside a client error.
+/// The client's body errors (broken, idle, too large) inside an error of the node's client.
 fn body_error(err: &hyper_util::client::legacy::Error) -> Option<ProxyError> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = source {
         if let Some(body) = e.downcast_ref::<BodyError>() {
-            return Some(match *body {
-                BodyError::TooLarge(max) => ProxyError::BodyTooLarge(max),
-                BodyError::Idle(after) => ProxyError::ClientIdle(after),
-            });
+            return Some(ProxyError::from(body.clone()));
         }
         source = e.source();
     }
     None
 }
 
+impl From<BodyError> for ProxyError {
+    fn from(err: BodyError) -> ProxyError {
+        match err {
+            BodyError::TooLarge(max) => ProxyError::BodyTooLarge(max),
+            BodyError::Idle(after) => ProxyError::ClientIdle(after),
+            BodyError::Client(why) => ProxyError::ClientBody(why),
+        }
+    }
+}
+
 /// The frames read for classification, and the rest of the body.
 type Peeked = (VecDeque<Frame<Bytes>>, Incoming);
 
 /// Reads body frames until `decide` returns a route (it must once `lookahead` bytes are seen, or at
-/// the end), then hands back those frames and the rest.
+/// the end), then hands back those frames and the rest. A client silent for `idle` gets 408.
 async fn lookahead(
     mut body: Incoming,
+    idle: Duration,
     mut decide: impl FnMut(&[u8], bool) -> Option<Route>,
 ) -> Result<(Route, Peeked), ProxyError> {
     let mut frames = VecDeque::new();
     let mut scratch = BytesMut::new();
+    let mut timer = IdleTimer::new(idle);
     loop {
-        let frame = match body.frame().await {
+        let frame = match std::future::poll_fn(|cx| timer.poll(&mut body, cx)).await {
             Some(Ok(frame)) => Some(frame),
-            Some(Err(e)) => return Err(ProxyError::ClientBody(e)),
+            Some(Err(e)) => {
+                return Err(match e.downcast::<BodyError>() {
+                    Ok(err) => ProxyError::from(*err),
+                    Err(e) => ProxyError::ClientBody(crate::error::chain(&*e)),
+                })
+            }
             None => None,
         };
         let complete = frame.is_none() || body.is_end_stream();

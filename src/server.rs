@@ -28,6 +28,7 @@ use crate::discover::{Resolve, SystemResolver};
 use crate::framing::{Verdicts, Watched};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ResponseBody};
+use crate::queue::Queues;
 use crate::record::Recorder;
 
 /// Why geolb could not start, or a reload could not bind a listener.
@@ -68,6 +69,7 @@ pub struct Running {
     pub https: Vec<SocketAddr>,
     pub admin: SocketAddr,
     cluster: Arc<ArcSwap<Snapshot>>,
+    queues: Arc<Queues>,
     reloads: mpsc::Sender<ReloadRequest>,
     stop: watch::Sender<bool>,
     supervisor: JoinHandle<()>,
@@ -112,11 +114,11 @@ pub async fn start_with(
     };
     let node_tls = crate::tls::client_config(&config.forwarding).map_err(StartError::NodeTls)?;
 
-    let slot_freed = Arc::new(tokio::sync::Notify::new());
+    let queues = Arc::new(Queues::default());
     let metrics = Arc::new(Metrics::new());
     let cluster = Cluster::new(
         config.clone(),
-        slot_freed.clone(),
+        queues.clone(),
         metrics.clone(),
         resolver,
         node_tls.clone(),
@@ -127,7 +129,7 @@ pub async fn start_with(
         &config,
         shared.clone(),
         cluster.reporter(),
-        slot_freed,
+        queues.clone(),
         recorder.clone(),
         node_tls,
     ));
@@ -175,6 +177,7 @@ pub async fn start_with(
         https,
         admin,
         cluster: shared,
+        queues,
         reloads,
         stop,
         supervisor,
@@ -503,6 +506,11 @@ impl Running {
     /// The routing snapshot in force now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.cluster.load_full()
+    }
+
+    /// The queues of requests waiting for a node slot.
+    pub fn queues(&self) -> &Queues {
+        &self.queues
     }
 
     /// Reloads: validates, then puts the new configuration in force without dropping a

@@ -328,3 +328,88 @@ async fn a_write_is_retried_only_when_the_connection_failed() {
     assert_eq!(h.sim("gs-master").writes(), 1, "sent once");
     assert_eq!(h.sim("gs-replica-1").writes(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_requests_are_served_first_come_first_served() {
+    let opts = Options {
+        extra: "[limits]\nmax_requests = 1\nqueue_timeout = \"10s\"\n",
+        ..Options::default()
+    };
+    let h = Harness::start_with(&[node("gs-master", Some(1))], opts).await;
+    let node = h.geolb.snapshot().nodes[0].clone();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let slow = |ms: u64, tag: usize| {
+        let (client, url, order) = (
+            h.client.clone(),
+            h.url(&format!("/geoserver/www/__sim/slow?ms={ms}")),
+            order.clone(),
+        );
+        tokio::spawn(async move {
+            let req = Request::get(url)
+                .body(Full::new(Bytes::new()).boxed())
+                .unwrap();
+            let r = send(&client, req).await;
+            order.lock().unwrap().push(tag);
+            r.status
+        })
+    };
+    let holder = slow(300, 0);
+    wait_for("the slot taken", Duration::from_secs(5), || {
+        node.in_flight() == 1
+    })
+    .await;
+    let mut waiting = Vec::new();
+    for tag in 1..=5 {
+        waiting.push(slow(20, tag));
+        // Each joins the queue before the next one comes.
+        wait_for("queued", Duration::from_secs(5), || {
+            h.geolb.queues().waiting(geolb::config::Pool::Reads) == tag
+        })
+        .await;
+    }
+    assert_eq!(holder.await.unwrap(), StatusCode::OK);
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(
+        *order.lock().unwrap(),
+        [0, 1, 2, 3, 4, 5],
+        "served in arrival order"
+    );
+    assert_eq!(node.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempt_lets_go_of_its_node_while_the_retry_runs() {
+    let opts = Options {
+        interval: "20s",
+        timeout: "1s",
+        routing: "balance = \"round-robin\"",
+        extra: "[limits]\nmax_requests = 1\n",
+        ..Options::default()
+    };
+    let h = Harness::start_with(&[node("gs-a", Some(1)), node("gs-b", None)], opts).await;
+    let snap = h.geolb.snapshot();
+    let (a, b) = (snap.nodes[0].clone(), snap.nodes[1].clone());
+    h.sim("gs-a").set_mode(Mode::Fail);
+    // Round robin: within two requests, one tries gs-a first, fails, and is retried on gs-b.
+    let mut seen = false;
+    for _ in 0..2 {
+        let before = h.sim("gs-a").hits();
+        let (client, url) = (h.client.clone(), h.url("/geoserver/www/__sim/slow?ms=600"));
+        let req = tokio::spawn(async move {
+            let req = Request::get(url)
+                .body(Full::new(Bytes::new()).boxed())
+                .unwrap();
+            send(&client, req).await
+        });
+        wait_for("on gs-b", Duration::from_secs(5), || b.in_flight() == 1).await;
+        if h.sim("gs-a").hits() > before {
+            assert_eq!(a.in_flight(), 0, "the failed attempt's slot was let go");
+            seen = true;
+        }
+        let r = req.await.unwrap();
+        assert_eq!((r.status, r.node()), (StatusCode::OK, "gs-b"));
+    }
+    assert!(seen, "one request was retried");
+}

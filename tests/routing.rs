@@ -307,6 +307,38 @@ async fn status_reports_nodes_and_master() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_keeps_its_turn_across_snapshots() {
+    let opts = Options {
+        routing: "balance = \"round-robin\"",
+        ..Options::default()
+    };
+    let h = Harness::start_with(THREE, opts).await;
+    let text = config_text(
+        THREE,
+        &h.nodes,
+        &Options {
+            routing: "balance = \"round-robin\"",
+            ..Options::default()
+        },
+    );
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..12 {
+        let r = h.get("/geoserver/wms?request=GetMap").await;
+        *counts.entry(r.node().to_string()).or_default() += 1;
+        // A reload publishes a new snapshot between two requests.
+        let config = geolb::config::Config::parse(&text).unwrap();
+        h.geolb
+            .reload(geolb::server::Source::Given(Box::new(config)))
+            .await
+            .unwrap();
+    }
+    assert!(
+        counts.len() == 3 && counts.values().all(|&c| c == 4),
+        "the turn goes on: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_takes_each_reader_in_turn() {
     let opts = Options {
         routing: "balance = \"round-robin\"",

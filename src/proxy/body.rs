@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,13 +24,104 @@ use crate::record::{Record, Recorder};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Why geolb itself cut a body short.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why a request body did not reach the node whole, by the client's doing: never the node's fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
     #[error("no body data for {0:?}")]
     Idle(Duration),
     #[error("the request body is larger than limits.max_body ({0} bytes)")]
     TooLarge(u64),
+    /// The client's body broke: the client went away, or its framing was invalid.
+    #[error("the request body broke: {0}")]
+    Client(String),
+}
+
+/// How a request body's upload goes, watched by [`await_response`]: the node must keep reading it,
+/// and the response-headers timer starts only once it is sent whole.
+#[derive(Debug)]
+pub struct Upload {
+    started: tokio::time::Instant,
+    /// Sent whole (or there was none).
+    done: AtomicBool,
+    /// Waiting for the client to send more (the body's own idle timer runs).
+    waiting: AtomicBool,
+    /// When the body last moved (or was sent whole), in ms since `started`.
+    moved_ms: AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+impl Upload {
+    pub fn new() -> Arc<Upload> {
+        Arc::new(Upload {
+            started: tokio::time::Instant::now(),
+            done: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+            moved_ms: AtomicU64::new(0),
+            notify: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn moved(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.moved_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn finished(&self) {
+        self.moved();
+        self.done.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn moved_at(&self) -> tokio::time::Instant {
+        self.started + Duration::from_millis(self.moved_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Why the node did not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// No response headers within the headers timeout once the body was sent.
+    Headers,
+    /// The node stopped reading the request body for the idle timeout.
+    Upload,
+}
+
+/// Waits for the node's response: while the body is sent, the node must take some of it at least
+/// every `idle` (a client that is slow to send is the body's own idle timer's business); once it is
+/// sent whole (or when there is none: `upload` is `None`), the headers must come within `headers`.
+pub async fn await_response<F: Future>(
+    response: F,
+    upload: Option<&Upload>,
+    headers: Duration,
+    idle: Duration,
+) -> Result<F::Output, Stall> {
+    let Some(upload) = upload else {
+        return tokio::time::timeout(headers, response)
+            .await
+            .map_err(|_| Stall::Headers);
+    };
+    tokio::pin!(response);
+    loop {
+        if upload.done.load(Ordering::Acquire) {
+            let deadline = upload.moved_at() + headers;
+            return tokio::time::timeout_at(deadline, response)
+                .await
+                .map_err(|_| Stall::Headers);
+        }
+        let check = upload.moved_at() + idle;
+        tokio::select! {
+            out = &mut response => return Ok(out),
+            _ = upload.notify.notified() => {}
+            _ = tokio::time::sleep_until(check) => {
+                let stalled = !upload.done.load(Ordering::Acquire)
+                    && !upload.waiting.load(Ordering::Relaxed)
+                    && upload.moved_at() + idle <= tokio::time::Instant::now();
+                if stalled {
+                    return Err(Stall::Upload);
+                }
+            }
+        }
+    }
 }
 
 /// Fails a body that makes no progress for `after`. The timer is armed only when the body waits,
@@ -55,7 +146,7 @@ impl IdleTimer {
     }
 
     /// Polls `body`, failing it with [`BodyError::Idle`] once it has been silent for `after`.
-    fn poll(
+    pub fn poll(
         &mut self,
         body: &mut Incoming,
         cx: &mut Context<'_>,
@@ -89,7 +180,8 @@ impl IdleTimer {
     }
 }
 
-/// A request body on its way to a node: the frames the classifier looked at, then the rest.
+/// A request body on its way to a node: the frames the classifier looked at, then the rest. Errors
+/// of the client's stream come out as [`BodyError`]s.
 pub struct ForwardBody {
     replay: VecDeque<Frame<Bytes>>,
     replay_len: u64,
@@ -100,6 +192,7 @@ pub struct ForwardBody {
     sent: u64,
     /// Counts the bytes read from the client (the look-ahead is counted by whoever read it).
     received: Option<Arc<AtomicU64>>,
+    upload: Option<Arc<Upload>>,
 }
 
 impl ForwardBody {
@@ -122,7 +215,17 @@ impl ForwardBody {
             max,
             sent: 0,
             received: None,
+            upload: None,
         }
+    }
+
+    /// Reports the upload's progress to `upload`.
+    pub fn watched(mut self, upload: Arc<Upload>) -> Self {
+        if self.is_end_stream() {
+            upload.finished();
+        }
+        self.upload = Some(upload);
+        self
     }
 
     /// Counts the bytes that stream in from the client into `counter`.
@@ -137,6 +240,33 @@ impl ForwardBody {
             return None;
         }
         self.replay.iter().map(|f| f.data_ref().cloned()).collect()
+    }
+
+    fn next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.replay.pop_front() {
+            if let Some(data) = frame.data_ref() {
+                self.replay_len -= data.len() as u64;
+            }
+            self.count(&frame)?;
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let Some(rest) = self.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match self.idle.poll(rest, cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(counter), Some(data)) = (&self.received, frame.data_ref()) {
+                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                self.count(&frame)?;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            // hyper's own errors on the client's stream: aborted, or malformed chunked framing.
+            Poll::Ready(Some(Err(e))) if !e.is::<BodyError>() => Poll::Ready(Some(Err(
+                BodyError::Client(crate::error::chain(&*e)).into(),
+            ))),
+            other => other,
+        }
     }
 
     fn count(&mut self, frame: &Frame<Bytes>) -> Result<(), BodyError> {
@@ -159,22 +289,19 @@ impl Body for ForwardBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(frame) = this.replay.pop_front() {
-            if let Some(data) = frame.data_ref() {
-                this.replay_len -= data.len() as u64;
+        let polled = this.next_frame(cx);
+        if let Some(upload) = &this.upload {
+            match &polled {
+                Poll::Pending => upload.waiting.store(true, Ordering::Relaxed),
+                // The sender may stop polling once the body says it has ended.
+                Poll::Ready(Some(Ok(_))) if this.is_end_stream() => upload.finished(),
+                Poll::Ready(Some(Ok(_))) => {
+                    upload.waiting.store(false, Ordering::Relaxed);
+                    upload.moved();
+                }
+                Poll::Ready(None) => upload.finished(),
+                Poll::Ready(Some(Err(_))) => {}
             }
-            this.count(&frame)?;
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        let Some(rest) = this.rest.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let polled = this.idle.poll(rest, cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let (Some(counter), Some(data)) = (&this.received, frame.data_ref()) {
-                counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-            this.count(frame)?;
         }
         polled
     }

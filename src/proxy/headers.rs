@@ -169,7 +169,7 @@ mod tests {
                 master: None,
                 reads: true,
             },
-            std::sync::Arc::new(tokio::sync::Notify::new()),
+            std::sync::Arc::default(),
         )
     }
 

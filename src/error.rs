@@ -2,7 +2,9 @@
 //! into an HTTP answer (status, one-line body, log line).
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
@@ -82,12 +84,18 @@ impl ProxyError {
         }
     }
 
+    /// One log line per failed or refused request, at most [`PER_REQUEST_LINES`] a second of
+    /// each kind: a client sending bad requests cannot flood the log.
     pub fn log(&self, method: &Method, path: &str, peer: SocketAddr) {
+        static FAILED: LogBudget = LogBudget::new(PER_REQUEST_LINES);
+        static REFUSED: LogBudget = LogBudget::new(PER_REQUEST_LINES);
         let status = self.status().as_u16();
         if self.status().is_server_error() {
-            tracing::warn!(%method, path, %peer, status, error = %self, "request failed");
-        } else {
-            tracing::info!(%method, path, %peer, status, error = %self, "request refused");
+            if let Some(held_back) = FAILED.allow() {
+                tracing::warn!(%method, path, %peer, status, error = %self, held_back, "request failed");
+            }
+        } else if let Some(held_back) = REFUSED.allow() {
+            tracing::info!(%method, path, %peer, status, error = %self, held_back, "request refused");
         }
     }
 
@@ -110,5 +118,78 @@ impl ProxyError {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+/// Log lines a second that one kind of per-request message may take.
+pub const PER_REQUEST_LINES: u32 = 20;
+
+/// Lets a message through at most `per_second` times a second, and counts what it held back.
+#[derive(Debug)]
+pub struct LogBudget {
+    per_second: u32,
+    /// The second (since the process started) the count is for.
+    second: AtomicU64,
+    used: AtomicU32,
+    held_back: AtomicU64,
+}
+
+impl LogBudget {
+    pub const fn new(per_second: u32) -> LogBudget {
+        LogBudget {
+            per_second,
+            second: AtomicU64::new(0),
+            used: AtomicU32::new(0),
+            held_back: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one let through)` when this one may be written.
+    pub fn allow(&self) -> Option<u64> {
+        static START: OnceLock<Instant> = OnceLock::new();
+        self.allow_at(START.get_or_init(Instant::now).elapsed().as_secs())
+    }
+
+    /// [`allow`](Self::allow) at a given second.
+    pub fn allow_at(&self, second: u64) -> Option<u64> {
+        let current = self.second.load(Ordering::Relaxed);
+        if second > current
+            && self
+                .second
+                .compare_exchange(current, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        if self.used.fetch_add(1, Ordering::Relaxed) < self.per_second {
+            Some(self.held_back.swap(0, Ordering::Relaxed))
+        } else {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_lines_is_cut_and_counted() {
+        let budget = LogBudget::new(3);
+        let second_0: Vec<Option<u64>> = (0..5).map(|_| budget.allow_at(0)).collect();
+        assert_eq!(second_0, [Some(0), Some(0), Some(0), None, None]);
+        assert_eq!(
+            budget.allow_at(1),
+            Some(2),
+            "the next second says how many were held back"
+        );
+        assert_eq!(budget.allow_at(1), Some(0));
+        assert_eq!(
+            budget.allow_at(0),
+            Some(0),
+            "a late caller does not reopen a past second"
+        );
+        assert_eq!(budget.allow_at(1), None);
     }
 }

@@ -2,6 +2,9 @@
 //! label: it increments handles resolved here once, or leaves the work to the recorder task
 //! ([`crate::record`]) and the cluster task.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -37,6 +40,20 @@ pub struct Metrics {
     pub queue_timeout: IntCounter,
     pub reloads: IntCounterVec,
     pub records_dropped: IntCounter,
+    /// Which node series exist, so that those of a node that left are removed (DNS-discovered
+    /// nodes come and go: their series must not pile up).
+    series: Mutex<NodeSeries>,
+}
+
+/// The node label of requests answered by a node that has left the cluster since.
+pub const REMOVED_NODE: &str = "removed";
+
+#[derive(Default)]
+struct NodeSeries {
+    /// The nodes of the snapshot in force.
+    live: HashSet<String>,
+    /// Per node, the `(pool, class, code)` labels of its `geolb_requests_total` series.
+    requests: HashMap<String, HashSet<(&'static str, String, &'static str)>>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -134,7 +151,62 @@ impl Metrics {
                 "geolb_records_dropped_total",
                 "Request records (access log, request metrics) dropped because the recorder fell behind.",
             ),
+            series: Mutex::default(),
             registry: r,
+        }
+    }
+
+    fn series(&self) -> std::sync::MutexGuard<'_, NodeSeries> {
+        // Only bookkeeping of label sets is behind it: a panic elsewhere cannot corrupt it.
+        self.series.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an answered request (the recorder task does, off the request path). A node that has
+    /// left the cluster is counted as [`REMOVED_NODE`], so its series are not created again.
+    pub fn count_request(
+        &self,
+        pool: &'static str,
+        class: &str,
+        node: Option<&str>,
+        code: &'static str,
+    ) {
+        let mut series = self.series();
+        let node = match node {
+            None => "none",
+            Some(n) if !series.live.contains(n) => REMOVED_NODE,
+            Some(n) => {
+                let labels = series.requests.entry(n.to_string()).or_default();
+                if !labels
+                    .iter()
+                    .any(|(p, c, k)| *p == pool && c == class && *k == code)
+                {
+                    labels.insert((pool, class.to_string(), code));
+                }
+                n
+            }
+        };
+        self.requests
+            .with_label_values(&[pool, class, node, code])
+            .inc();
+    }
+
+    /// Removes every series labelled with `node`.
+    fn forget(&self, series: &mut NodeSeries, node: &str) {
+        for role in ["master", "candidate", "replica"] {
+            let _ = self.node_up.remove_label_values(&[node, role]);
+        }
+        let _ = self.master.remove_label_values(&[node]);
+        let _ = self.in_flight.remove_label_values(&[node]);
+        for result in ["pass", "fail"] {
+            let _ = self.checks.remove_label_values(&[node, result]);
+        }
+        for reason in ["active", "passive"] {
+            let _ = self.ejections.remove_label_values(&[node, reason]);
+        }
+        for (pool, class, code) in series.requests.remove(node).unwrap_or_default() {
+            let _ = self
+                .requests
+                .remove_label_values(&[pool, &class, node, code]);
         }
     }
 
@@ -145,8 +217,22 @@ impl Metrics {
         }
     }
 
-    /// Sets the node gauges from a snapshot (on publish and at scrape time).
+    /// Sets the node gauges from a snapshot (on publish and at scrape time); removes the series of
+    /// nodes that left.
     pub fn observe_snapshot(&self, snapshot: &Snapshot) {
+        {
+            let mut series = self.series();
+            let live: HashSet<String> = snapshot
+                .nodes
+                .iter()
+                .map(|n| n.name().to_string())
+                .collect();
+            let gone: Vec<String> = series.live.difference(&live).cloned().collect();
+            for node in gone {
+                self.forget(&mut series, &node);
+            }
+            series.live = live;
+        }
         for (i, node) in snapshot.nodes.iter().enumerate() {
             let name = node.name();
             let role = snapshot.role(i);

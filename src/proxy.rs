@@ -118,11 +118,18 @@ impl Proxy {
         let started = Instant::now();
         let id = request_id(req.headers().get(&X_REQUEST_ID));
         req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+        // Shares hyper's read buffer: fine while the request is served, not in a queued record.
+        let target = req.uri().path_and_query().cloned();
+        let logged = self
+            .recorder
+            .logs_access()
+            .then(|| target.as_ref().and_then(owned_target))
+            .flatten();
         let mut record = Record {
             at: SystemTime::now(),
             client: peer.ip(),
             method: req.method().clone(),
-            target: req.uri().path_and_query().cloned(),
+            target: logged,
             pool: None,
             class: None,
             node: None,
@@ -145,7 +152,7 @@ impl Proxy {
                 .await
         };
         let mut response = result.unwrap_or_else(|err| {
-            let path = record.target.as_ref().map_or("/", PathAndQuery::path);
+            let path = target.as_ref().map_or("/", PathAndQuery::path);
             err.log(&record.method, path, peer);
             // A client may try again after one health-check interval.
             let interval = self.cluster.load().config.health.interval.0;
@@ -564,6 +571,11 @@ fn redirect_to_https<B>(req: &Request<B>, config: &Config) -> Response<ResponseB
         response.headers_mut().insert(http::header::LOCATION, value);
     }
     response
+}
+
+/// A copy of a request target that does not keep the connection's read buffer alive.
+fn owned_target(target: &PathAndQuery) -> Option<PathAndQuery> {
+    PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(target.as_str().as_bytes())).ok()
 }
 
 /// How the client addressed geolb: its `Host` (or `:authority`) and scheme.

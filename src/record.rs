@@ -67,6 +67,11 @@ impl Recorder {
         &self.metrics
     }
 
+    /// Whether access-log lines are written now (the record's target is kept only then).
+    pub fn logs_access(&self) -> bool {
+        self.settings.load().access
+    }
+
     /// Hands a record over; if the recorder is far behind, it is dropped and counted.
     pub fn record(&self, record: Record) {
         if self.tx.try_send(record).is_err() {
@@ -107,11 +112,7 @@ fn count(metrics: &Metrics, r: &Record) {
         }
         None => class.push_str("none"),
     }
-    let node = r.node.as_deref().unwrap_or("none");
-    metrics
-        .requests
-        .with_label_values(&[pool, &class, node, code_class(r.status)])
-        .inc();
+    metrics.count_request(pool, &class, r.node.as_deref(), code_class(r.status));
     metrics
         .duration
         .with_label_values(&[pool])
@@ -193,7 +194,9 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
             && b.iter()
                 .all(|&c| c.is_ascii_alphanumeric() || b"._:-".contains(&c))
         {
-            return v.clone();
+            // A copy: a slice of the client's header would pin hyper's whole read buffer for as
+            // long as the record waits for the recorder.
+            return HeaderValue::from_bytes(b).unwrap_or_else(|_| v.clone());
         }
     }
     let id = format!("{:032x}", fastrand::u128(..));
@@ -268,6 +271,11 @@ mod tests {
     fn request_ids_are_kept_when_sane() {
         let sane = HeaderValue::from_static("f00d-42");
         assert_eq!(request_id(Some(&sane)), sane);
+        assert_ne!(
+            request_id(Some(&sane)).as_bytes().as_ptr(),
+            sane.as_bytes().as_ptr(),
+            "a copy, not a slice of the client's buffer"
+        );
         for bad in ["", "has space", "quote\"", &"x".repeat(200)] {
             let v = HeaderValue::from_str(bad).unwrap();
             let id = request_id(Some(&v));

@@ -28,22 +28,51 @@ pub struct TlsError {
 /// The certificates, and how a handshake picks one.
 #[derive(Debug)]
 struct Certificates {
-    /// Each certified key with its end-entity certificate, in config order.
-    certs: Vec<(Arc<CertifiedKey>, CertificateDer<'static>)>,
+    /// Each certified key with the DNS names of its end-entity certificate (lower case, read once
+    /// at load: a handshake parses nothing), in config order.
+    certs: Vec<(Arc<CertifiedKey>, Vec<String>)>,
 }
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let by_name = hello
-            .server_name()
-            .and_then(|name| ServerName::try_from(name).ok())
-            .and_then(|name| {
-                self.certs.iter().find(|(_, leaf)| {
-                    webpki::EndEntityCert::try_from(leaf)
-                        .is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
-                })
-            });
+        let by_name = hello.server_name().and_then(|name| {
+            let name = name.to_ascii_lowercase();
+            self.certs
+                .iter()
+                .find(|(_, names)| names.iter().any(|n| dns_name_matches(n, &name)))
+        });
         by_name.or(self.certs.first()).map(|(key, _)| key.clone())
+    }
+}
+
+/// The DNS names (subjectAltName dNSName entries) a leaf certificate is valid for, lower-cased.
+fn dns_names(leaf: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// RFC 6125 matching as webpki does it: the exact name, or a `*.` wildcard standing for exactly one
+/// leftmost label (`*.example.org` matches `maps.example.org`, not `example.org` nor `a.b.example.org`).
+fn dns_name_matches(pattern: &str, name: &str) -> bool {
+    // An absolute name (trailing dot) is the same name.
+    let name = name.strip_suffix('.').unwrap_or(name);
+    match pattern.strip_prefix("*.") {
+        Some(rest) => name
+            .split_once('.')
+            .is_some_and(|(label, tail)| !label.is_empty() && tail == rest && rest.contains('.')),
+        None => pattern == name,
     }
 }
 
@@ -77,7 +106,7 @@ pub fn server_config(certs: &[TlsCert]) -> Result<Arc<ServerConfig>, TlsError> {
             key: "key",
             message: format!("does not match the certificate: {e}"),
         })?;
-        loaded.push((Arc::new(certified), leaf));
+        loaded.push((Arc::new(certified), dns_names(&leaf)));
     }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -210,5 +239,55 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_names_match_as_webpki_matches_them() {
+        let sans = [
+            "maps.example.org",
+            "*.tiles.example.org",
+            "Mixed.Example.COM",
+        ];
+        let cert = rcgen::generate_simple_self_signed(sans.map(String::from).to_vec())
+            .expect("a test certificate");
+        let leaf = cert.cert.der().clone();
+        let names = dns_names(&leaf);
+        assert_eq!(
+            names,
+            [
+                "maps.example.org",
+                "*.tiles.example.org",
+                "mixed.example.com"
+            ]
+        );
+        let webpki_says = |name: &str| {
+            let end_entity = webpki::EndEntityCert::try_from(&leaf).unwrap();
+            ServerName::try_from(name)
+                .is_ok_and(|n| end_entity.verify_is_valid_for_subject_name(&n).is_ok())
+        };
+        for name in [
+            "maps.example.org",
+            "MAPS.example.org",
+            "example.org",
+            "a.tiles.example.org",
+            "tiles.example.org",
+            "a.b.tiles.example.org",
+            ".tiles.example.org",
+            "mixed.example.com",
+            "other.example.org",
+            "maps.example.org.",
+        ] {
+            let lower = name.to_ascii_lowercase();
+            assert_eq!(
+                names.iter().any(|n| dns_name_matches(n, &lower)),
+                webpki_says(name),
+                "{name}"
+            );
+        }
     }
 }

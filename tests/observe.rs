@@ -261,3 +261,46 @@ async fn request_ids_are_kept_or_made_and_reach_the_node() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.header("x-request-id").len(), 32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_takes_its_series_with_it() {
+    let defs = [node("gs-a", Some(1)), node("gs-b", Some(2))];
+    let h = Harness::start(&defs).await;
+    for _ in 0..6 {
+        assert_eq!(h.write().await.status, StatusCode::OK);
+    }
+    let s = value_reaches(
+        &h,
+        "geolb_requests_total{class=\"wfs:Transaction\",code=\"2xx\",node=\"gs-a\",pool=\"master\"}",
+        6.0,
+    )
+    .await;
+    assert_eq!(value(&s, "geolb_master_info{node=\"gs-a\"}"), 1.0);
+    // gs-a leaves the configuration: gs-b becomes master.
+    let text = config_text(&defs[1..], &h.nodes[1..], &Options::default());
+    h.geolb
+        .reload(geolb::server::Source::Given(Box::new(
+            geolb::config::Config::parse(&text).unwrap(),
+        )))
+        .await
+        .unwrap();
+    wait_for("gs-b master", Duration::from_secs(5), || {
+        h.master().as_deref() == Some("gs-b")
+    })
+    .await;
+    let s = scrape(&h).await;
+    let masters: Vec<&str> = s
+        .lines()
+        .filter(|l| l.starts_with("geolb_master_info{") && l.ends_with(" 1"))
+        .collect();
+    assert_eq!(
+        masters,
+        ["geolb_master_info{node=\"gs-b\"} 1"],
+        "one master"
+    );
+    let left: Vec<&str> = s
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("node=\"gs-a\""))
+        .collect();
+    assert!(left.is_empty(), "series of a node that left: {left:?}");
+}

@@ -474,7 +474,11 @@ impl Body for ResponseBody {
             Inner::Upstream { body, idle, .. } => {
                 let polled = idle.poll(body, cx);
                 if matches!(&polled, Poll::Ready(Some(Err(e))) if e.is::<BodyError>()) {
-                    tracing::warn!(after = ?idle.after, "response body idle: cut");
+                    static CUT: crate::error::LogBudget =
+                        crate::error::LogBudget::new(crate::error::PER_REQUEST_LINES);
+                    if let Some(held_back) = CUT.allow() {
+                        tracing::warn!(after = ?idle.after, held_back, "response body idle: cut");
+                    }
                 }
                 polled
             }

@@ -107,12 +107,13 @@ impl Proxy {
     }
 
     /// Serves one client request; never fails (errors become 4xx/5xx responses).
-    /// `smuggled`: the framing guard saw both `Content-Length` and `Transfer-Encoding` on it.
+    /// `refused`: why the framing guard refuses it (it, or a request before it on the connection,
+    /// is outside what geolb accepts).
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
-        smuggled: bool,
+        refused: Option<&'static str>,
         secure: bool,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
@@ -141,10 +142,8 @@ impl Proxy {
             request_id: Some(id.clone()),
         };
         let mut received = None;
-        let result = if smuggled {
-            Err(ProxyError::BadRequest(
-                "both Content-Length and Transfer-Encoding",
-            ))
+        let result = if let Some(why) = refused {
+            Err(ProxyError::BadRequest(why))
         } else if !secure && self.cluster.load().config.listen.redirect_https {
             Ok(redirect_to_https(&req, &self.cluster.load().config))
         } else {
@@ -523,14 +522,25 @@ impl Drop for Seat<'_> {
     }
 }
 
-/// Refuses what must never reach a node: `CONNECT`, an HTTP/1.1 request without `Host`, a declared
-/// body over `limits.max_body`.
+/// Refuses what must never reach a node: `CONNECT`, an HTTP/1.1 request without `Host` or with two
+/// (RFC 9112 §3.2), a `Connection` header nominating a header geolb routes or frames by (it would
+/// classify by a header it then strips), a declared body over `limits.max_body`.
 fn check_request(parts: &http::request::Parts, max_body: u64) -> Result<(), ProxyError> {
     if parts.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
-    if parts.version == Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
-        return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if parts.version == Version::HTTP_11 => {
+            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"))
+        }
+        (Some(_), Some(_)) => return Err(ProxyError::BadRequest("two Host headers")),
+        _ => {}
+    }
+    if headers::nominates_routing_header(&parts.headers) {
+        return Err(ProxyError::BadRequest(
+            "a Connection header naming Host, Content-Length, Transfer-Encoding, Content-Type or Content-Encoding",
+        ));
     }
     if max_body > 0 {
         let declared = parts

@@ -230,8 +230,8 @@ impl Supervisor {
                 move |req: Request<Incoming>| {
                     let proxy = proxy.clone();
                     // Called in request order, as the framing guard counted them.
-                    let smuggled = verdicts.next_is_flagged();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, smuggled, secure).await) }
+                    let refused = verdicts.refuses_next();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, refused, secure).await) }
                 }
             },
         ));

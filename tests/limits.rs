@@ -63,6 +63,13 @@ async fn smuggling_probes_are_refused_and_never_forwarded() {
         ("unknown Transfer-Encoding", b"POST /geoserver/wfs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabcd", &[400, 501]),
         ("space before colon", b"GET /geoserver/wms HTTP/1.1\r\nHost : x\r\n\r\n", &[400]),
         ("no Host on HTTP/1.1", b"GET /geoserver/wms?request=GetMap HTTP/1.1\r\n\r\n", &[400]),
+        ("two Host headers", b"GET /geoserver/wms?request=GetMap HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", &[400]),
+        ("bare LF line ends", b"GET /geoserver/wms?request=GetMap HTTP/1.1\nHost: x\n\n", &[400]),
+        ("equal Content-Lengths twice", b"POST /geoserver/wfs HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd", &[400]),
+        ("Connection nominating Content-Type", b"POST /geoserver/wfs HTTP/1.1\r\nHost: x\r\nConnection: Content-Type\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 15\r\n\r\nrequest=GetMap&", &[400]),
+        ("Connection nominating Host", b"GET /geoserver/wms HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, host\r\n\r\n", &[400]),
+        ("whitespace after a chunk size", b"POST /geoserver/wfs HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n12 \r\n<wfs:GetFeature/>\r\n0\r\n\r\n", &[400]),
+        ("chunk data longer than its size", b"POST /geoserver/wfs HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n<wfs:GetFeature/>\r\n0\r\n\r\n", &[400]),
     ];
     for (what, bytes, allowed) in probes {
         let answer = raw(h.proxy(), bytes).await;
@@ -90,6 +97,48 @@ async fn smuggling_probes_are_refused_and_never_forwarded() {
         2,
         "a chunked request, then another: {answer}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_framing_flaw_nothing_more_is_served_on_the_connection() {
+    let h = start().await;
+    // A flawed head, then a clean request pipelined behind it: neither is served.
+    let answer = raw(
+        h.proxy(),
+        b"GET /geoserver/wms?request=GetMap HTTP/1.1\r\nHost: x\nX: y\r\n\r\nGET /geoserver/wms?request=GetMap HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    assert!(nodes_saw_nothing(&h));
+    // A flaw in the body of a request already streaming to the master: 400, the connection
+    // closes, and the node is not charged for it.
+    let master = h.geolb.snapshot().master().cloned().unwrap();
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(h.proxy()).await.unwrap();
+        s.write_all(b"POST /geoserver/rest/imports HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n")
+            .await
+            .unwrap();
+        wait_for("streaming to the master", Duration::from_secs(5), || {
+            master.in_flight() == 1
+        })
+        .await;
+        s.write_all(b"4\r\nabcdefgh\r\n0\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+        let answer = String::from_utf8_lossy(&out);
+        assert_eq!(status_of(&answer), 400, "{answer}");
+        assert!(
+            answer.contains("could not read the request body"),
+            "{answer}"
+        );
+        wait_for("the slot freed", Duration::from_secs(5), || {
+            master.in_flight() == 0
+        })
+        .await;
+    }
+    assert_eq!(h.state("gs-master"), geolb::health::State::Up);
+    assert_eq!(h.geolb.snapshot().master().map(|n| n.id), Some(master.id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,15 +61,35 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Removes hop-by-hop headers, those the `Connection` header names included, and `Upgrade`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// Headers geolb frames or routes a request by: a `Connection` header may not nominate them for
+/// removal (geolb would read one that the node never sees).
+static ROUTING_HEADERS: [HeaderName; 5] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+];
+
+/// The names a `Connection` header lists (tokens, case-insensitive; unparsable ones are skipped:
+/// they name no header).
+fn nominated(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
+    headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+}
+
+/// Whether a `Connection` header nominates one of [`ROUTING_HEADERS`].
+pub fn nominates_routing_header(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::CONNECTION)
+        && nominated(headers).any(|name| ROUTING_HEADERS.contains(&name))
+}
+
+/// Removes hop-by-hop headers, those the `Connection` header names included, and `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = nominated(headers).collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }

@@ -11,6 +11,7 @@ pub mod balance;
 pub mod classify;
 pub mod cluster;
 pub mod config;
+pub mod conn;
 pub mod discover;
 pub mod error;
 pub mod framing;

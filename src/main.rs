@@ -180,6 +180,8 @@ async fn run(config: Config, file: PathBuf) -> ExitCode {
     let Some(mut signals) = stop_signals() else {
         return ExitCode::FAILURE;
     };
+    // Many client connections (each may need one to a node) need many file descriptors.
+    server::raise_open_file_limit();
     let running = match server::start_with_file(config, Some(file)).await {
         Ok(running) => running,
         Err(e) => {
@@ -266,6 +268,7 @@ url = "{}"
             return ExitCode::FAILURE;
         }
     };
+    server::raise_open_file_limit();
     let running = match server::start(config).await {
         Ok(running) => running,
         Err(e) => {

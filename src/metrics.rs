@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::cluster::Snapshot;
@@ -40,6 +40,10 @@ pub struct Metrics {
     pub queue_timeout: IntCounter,
     pub reloads: IntCounterVec,
     pub records_dropped: IntCounter,
+    /// Client connections open (TLS handshakes included, admin excluded).
+    pub client_connections: IntGauge,
+    /// Client connections geolb closed, by reason.
+    closed: IntCounterVec,
     /// Which node series exist, so that those of a node that left are removed (DNS-discovered
     /// nodes come and go: their series must not pile up).
     series: Mutex<NodeSeries>,
@@ -70,6 +74,14 @@ fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Int
         .register(Box::new(c.clone()))
         .expect("metric names are unique");
     c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("a valid static metric name");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric names are unique");
+    g
 }
 
 fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -151,9 +163,21 @@ impl Metrics {
                 "geolb_records_dropped_total",
                 "Request records (access log, request metrics) dropped because the recorder fell behind.",
             ),
+            client_connections: gauge(&r, "geolb_client_connections", "Client connections open (TLS handshakes included, admin excluded)."),
+            closed: counters(
+                &r,
+                "geolb_client_connections_closed_total",
+                "Client connections geolb closed, by reason: idle (no request within timeouts.client_headers), stalled (the client stopped reading a response), client-cap (limits.max_connections_per_client).",
+                &["reason"],
+            ),
             series: Mutex::default(),
             registry: r,
         }
+    }
+
+    /// The counter of connections closed for `reason` (`idle`, `stalled`, `client-cap`).
+    pub fn connections_cut(&self, reason: &str) -> IntCounter {
+        self.closed.with_label_values(&[reason])
     }
 
     fn series(&self) -> std::sync::MutexGuard<'_, NodeSeries> {

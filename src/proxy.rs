@@ -117,6 +117,7 @@ impl Proxy {
         secure: bool,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
+        let in_progress = crate::conn::current().map(|activity| activity.begin());
         let id = request_id(req.headers().get(&X_REQUEST_ID));
         req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
         // Shares hyper's read buffer: fine while the request is served, not in a queued record.
@@ -166,6 +167,7 @@ impl Proxy {
             started,
             received,
             recorder: self.recorder.clone(),
+            in_progress,
         };
         response.map(|body| body.recorded(done))
     }

@@ -14,9 +14,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -24,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::admin::Admin;
 use crate::cluster::{Cluster, Reconfigure, Snapshot};
 use crate::config::Config;
+use crate::conn::{Activity, Executor, Gate, Stop};
 use crate::discover::{Resolve, SystemResolver};
 use crate::framing::{Verdicts, Watched};
 use crate::metrics::Metrics;
@@ -70,6 +70,7 @@ pub struct Running {
     pub admin: SocketAddr,
     cluster: Arc<ArcSwap<Snapshot>>,
     queues: Arc<Queues>,
+    gate: Arc<Gate>,
     reloads: mpsc::Sender<ReloadRequest>,
     stop: watch::Sender<bool>,
     supervisor: JoinHandle<()>,
@@ -140,6 +141,10 @@ pub async fn start_with(
         cluster.commander(),
         reloads.clone(),
     ));
+    let (max, per_client) = connection_caps(&config);
+    tracing::info!(max_connections = max, per_client, "client connection caps");
+    let gate = Gate::new(max, per_client, metrics.client_connections.clone());
+    let running_gate = gate.clone();
     let mut supervisor = Supervisor {
         connections: Arc::new(ArcSwap::from_pointee(Connections::of(&config))),
         proxy,
@@ -153,6 +158,7 @@ pub async fn start_with(
         reconfigure: cluster.reconfigurer(),
         recorder,
         metrics,
+        gate,
     };
     let mut http = Vec::new();
     for (addr, listener) in http_listeners {
@@ -178,10 +184,38 @@ pub async fn start_with(
         admin,
         cluster: shared,
         queues,
+        gate: running_gate,
         reloads,
         stop,
         supervisor,
     })
+}
+
+/// `limits.max_connections` (or the default the open-file limit allows) and the per-client cap.
+fn connection_caps(config: &Config) -> (usize, usize) {
+    let limits = &config.limits;
+    let max = match limits.max_connections {
+        0 => crate::config::derived_max_connections(open_file_limit()),
+        n => n,
+    };
+    (max, limits.max_connections_per_client)
+}
+
+/// The soft limit of open files now.
+pub fn open_file_limit() -> u64 {
+    rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
+/// Raises the soft limit of open files to the hard limit (as far as the system allows), so that
+/// the default connection cap can be high; returns the new soft limit.
+pub fn raise_open_file_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            open_file_limit()
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
@@ -212,6 +246,8 @@ struct Supervisor {
     reconfigure: mpsc::Sender<Reconfigure>,
     recorder: Arc<Recorder>,
     metrics: Arc<Metrics>,
+    /// The client connection caps.
+    gate: Arc<Gate>,
 }
 
 impl Supervisor {
@@ -220,10 +256,15 @@ impl Supervisor {
         let proxy = self.proxy.clone();
         let (stop, stopped) = watch::channel(false);
         let tls = secure.then(|| self.tls.clone());
+        let serving = Serving {
+            connections: self.connections.clone(),
+            tls,
+            gate: Some(self.gate.clone()),
+            metrics: self.metrics.clone(),
+        };
         let task = tokio::spawn(serve(
             listener,
-            self.connections.clone(),
-            tls,
+            serving,
             stopped,
             move |peer, verdicts: Arc<Verdicts>| {
                 let proxy = proxy.clone();
@@ -246,10 +287,15 @@ impl Supervisor {
     fn serve_admin(&mut self, addr: SocketAddr, listener: TcpListener) {
         let view = self.admin_view.clone();
         let (stop, stopped) = watch::channel(false);
+        let serving = Serving {
+            connections: self.connections.clone(),
+            tls: None,
+            gate: None,
+            metrics: self.metrics.clone(),
+        };
         let task = tokio::spawn(serve(
             listener,
-            self.connections.clone(),
-            None,
+            serving,
             stopped,
             move |_peer, _verdicts| {
                 let view = view.clone();
@@ -350,6 +396,8 @@ impl Supervisor {
         };
         let config = Arc::new(config);
         self.connections.store(Arc::new(Connections::of(&config)));
+        let (max, per_client) = connection_caps(&config);
+        self.gate.set(max, per_client);
         // New handshakes get the new certificates; open TLS connections keep theirs.
         self.tls.store(tls);
         self.recorder.set_settings(config.log.clone());
@@ -395,29 +443,36 @@ impl Supervisor {
 }
 
 /// How client connections are served: HTTP/1.1 and h2c with the configured limits and timeouts.
-fn client_facing(config: &Config) -> auto::Builder<TokioExecutor> {
+fn client_facing(config: &Config) -> auto::Builder<Executor> {
     let limits = &config.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let idle = config.timeouts.client_headers.0;
+    let mut builder = auto::Builder::new(Executor);
     builder
         .http1()
         .timer(TokioTimer::new())
         // Slowloris, and idle keep-alive connections: the head must come within this.
-        .header_read_timeout(config.timeouts.client_headers.0)
+        .header_read_timeout(idle)
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32);
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        // A peer that vanished while its streams wait (a long GetMap) is found out.
+        .keep_alive_interval(Some(idle))
+        .keep_alive_timeout(idle);
     builder
 }
 
-/// The connection builder, the head size limit and the grace period of a stop: read at each
-/// accept, so a reload applies to new connections.
+/// The connection builder, the head size limit, the idle limit and the grace period of a stop:
+/// read at each accept, so a reload applies to new connections.
 struct Connections {
-    builder: auto::Builder<TokioExecutor>,
+    builder: auto::Builder<Executor>,
     max_head: usize,
-    handshake: Duration,
+    /// `timeouts.client_headers`: a TLS handshake, and a connection with no request in progress.
+    idle: Duration,
+    /// The shortest idle timeout of a response: how often a busy connection is looked at.
+    stall_look: Duration,
     grace: Duration,
 }
 
@@ -426,79 +481,180 @@ impl Connections {
         Connections {
             builder: client_facing(config),
             max_head: config.limits.max_header_bytes,
-            handshake: config.timeouts.client_headers.0,
+            idle: config.timeouts.client_headers.0,
+            stall_look: config
+                .timeouts
+                .reads
+                .idle
+                .0
+                .min(config.timeouts.master.idle.0),
             grace: config.listen.shutdown_grace.0,
         }
     }
 }
 
-/// Accepts until told to stop, then lets open connections finish within the grace period. With
-/// `tls`, each connection's handshake runs on its own task (within `timeouts.client_headers`).
+/// The connections open on one listener, to wait for at a stop.
+#[derive(Default)]
+struct Live {
+    open: std::sync::atomic::AtomicUsize,
+    gone: tokio::sync::Notify,
+}
+
+struct LiveGuard(Arc<Live>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.gone.notify_waiters();
+        }
+    }
+}
+
+impl Live {
+    async fn all_gone(&self) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let gone = self.gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            gone.await;
+        }
+    }
+}
+
+/// What a listener serves its connections with.
+struct Serving {
+    connections: Arc<ArcSwap<Connections>>,
+    /// TLS listeners: the certificates in force.
+    tls: Option<Arc<ArcSwapOption<rustls::ServerConfig>>>,
+    /// Client listeners: the connection caps (the admin listener has none).
+    gate: Option<Arc<Gate>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Accepts (within the connection caps) until told to stop, then lets open connections finish
+/// within the grace period, and closes what is left. With TLS, each connection's handshake runs on
+/// its own task (within `timeouts.client_headers`).
 async fn serve<MakeSvc, Svc, Fut>(
     listener: TcpListener,
-    connections: Arc<ArcSwap<Connections>>,
-    tls: Option<Arc<ArcSwapOption<rustls::ServerConfig>>>,
+    serving: Serving,
     mut stopped: watch::Receiver<bool>,
     make_service: MakeSvc,
 ) where
-    MakeSvc: Fn(SocketAddr, Arc<Verdicts>) -> Svc + Clone + Send + 'static,
+    MakeSvc: Fn(SocketAddr, Arc<Verdicts>) -> Svc + Clone + Send + Sync + 'static,
     Svc: Fn(Request<Incoming>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    let (stop, conns_stop) = watch::channel(Stop::Run);
+    let live = Arc::new(Live::default());
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+        // Over `limits.max_connections`, stop accepting: the kernel's backlog holds the rest.
+        let ticket = match &serving.gate {
+            Some(gate) => tokio::select! {
+                ticket = gate.reserve() => Some(ticket),
+                _ = stopped.changed() => break,
+            },
+            None => None,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    static FAILED: crate::error::LogBudget = crate::error::LogBudget::new(1);
+                    if let Some(held_back) = FAILED.allow() {
+                        tracing::warn!(error = %e, held_back, "accept failed");
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                let settings = connections.load_full();
-                match tls.as_ref().and_then(|t| t.load_full()) {
-                    None => {
-                        let (io, verdicts) = Watched::new(stream, settings.max_head);
-                        let conn = settings.builder.serve_connection(TokioIo::new(io), service_fn(make_service(peer, verdicts))).into_owned();
-                        let conn = graceful.watch(conn);
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!(%peer, error = %e, "connection closed with an error");
-                            }
-                        });
-                    }
-                    Some(config) => {
-                        let (watcher, make_service) = (graceful.watcher(), make_service.clone());
-                        tokio::spawn(async move {
-                            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                            let stream = match tokio::time::timeout(settings.handshake, acceptor.accept(stream)).await {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                            };
-                            let (io, verdicts) = Watched::new(stream, settings.max_head);
-                            let conn = settings.builder.serve_connection(TokioIo::new(io), service_fn(make_service(peer, verdicts)));
-                            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                                tracing::debug!(%peer, error = %e, "connection closed with an error");
-                            }
-                        });
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => break,
+        };
+        let ticket = match ticket.map(|t| t.admit(peer.ip())) {
+            Some(None) => {
+                serving.metrics.connections_cut("client-cap").inc();
+                continue;
+            }
+            admitted => admitted.flatten(),
+        };
+        let _ = stream.set_nodelay(true);
+        let settings = serving.connections.load_full();
+        let tls = serving.tls.as_ref().and_then(|t| t.load_full());
+        let (stop, metrics, make_service) = (
+            conns_stop.clone(),
+            serving.metrics.clone(),
+            make_service.clone(),
+        );
+        live.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let guard = LiveGuard(live.clone());
+        tokio::spawn(async move {
+            let (_ticket, _guard) = (ticket, guard);
+            let conn = Conn {
+                peer,
+                settings: &settings,
+                stop,
+                metrics,
+            };
+            match tls {
+                None => conn.serve(stream, make_service).await,
+                Some(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    match tokio::time::timeout(settings.idle, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => conn.serve(stream, make_service).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
             }
-            _ = stopped.changed() => break,
-        }
+        });
     }
     drop(listener);
-    let grace = connections.load().grace;
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let grace = serving.connections.load().grace;
+    let _ = stop.send(Stop::Graceful);
+    if tokio::time::timeout(grace, live.all_gone()).await.is_err() {
         tracing::warn!("grace period over: closing the remaining connections");
+        let _ = stop.send(Stop::Now);
+        live.all_gone().await;
+    }
+}
+
+/// One accepted connection, before its protocol is known.
+struct Conn<'a> {
+    peer: SocketAddr,
+    settings: &'a Connections,
+    stop: watch::Receiver<Stop>,
+    metrics: Arc<Metrics>,
+}
+
+impl Conn<'_> {
+    /// Serves HTTP/1.1 or h2 on `io` (behind the framing guard) until the connection ends.
+    async fn serve<IO, MakeSvc, Svc, Fut>(self, io: IO, make_service: MakeSvc)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        MakeSvc: Fn(SocketAddr, Arc<Verdicts>) -> Svc,
+        Svc: Fn(Request<Incoming>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
+    {
+        let (io, verdicts) = Watched::new(io, self.settings.max_head);
+        let conn = self.settings.builder.serve_connection(
+            TokioIo::new(io),
+            service_fn(make_service(self.peer, verdicts)),
+        );
+        let activity = Activity::new(self.settings.stall_look);
+        crate::conn::drive(
+            conn,
+            |conn| conn.graceful_shutdown(),
+            activity,
+            self.settings.idle,
+            self.stop,
+            self.metrics,
+        )
+        .await;
     }
 }
 
@@ -506,6 +662,11 @@ impl Running {
     /// The routing snapshot in force now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.cluster.load_full()
+    }
+
+    /// Client connections open now (TLS handshakes included).
+    pub fn open_connections(&self) -> usize {
+        self.gate.open()
     }
 
     /// The queues of requests waiting for a node slot.

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cluster::InFlight;
+use crate::conn::{Activity, InProgress};
 use crate::record::{Record, Recorder};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -411,9 +412,29 @@ enum Inner {
         body: Incoming,
         idle: IdleTimer,
         _in_flight: InFlight,
+        /// Tells the connection or stream it is sent on when the body waits for the client.
+        watch: Option<(Arc<Activity>, Arc<BodyWaker>, Waker)>,
     },
     /// Made by geolb.
     Local(Full<Bytes>),
+}
+
+/// The waker a node's response body wakes: marks the data as waiting for the client, then wakes
+/// whoever sends the response.
+pub struct BodyWaker {
+    activity: Arc<Activity>,
+    consumer: atomic_waker::AtomicWaker,
+}
+
+impl std::task::Wake for BodyWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.activity.ready();
+        self.consumer.wake();
+    }
 }
 
 /// What finishes a request's record.
@@ -423,6 +444,8 @@ pub struct Done {
     /// Request body bytes, counted as they stream (only for requests that have a body).
     pub received: Option<Arc<AtomicU64>>,
     pub recorder: Arc<Recorder>,
+    /// The request is in progress on its connection until then.
+    pub in_progress: Option<InProgress>,
 }
 
 impl ResponseBody {
@@ -433,12 +456,24 @@ impl ResponseBody {
         }
     }
 
+    /// A node's response body. The client must take each frame within the idle timeout, or the
+    /// connection's watchdog cuts it ([`crate::conn`]).
     pub fn upstream(body: Incoming, idle: IdleTimer, in_flight: InFlight) -> Self {
+        let watch = crate::conn::current().map(|activity| {
+            activity.streaming(idle.after);
+            let body_waker = Arc::new(BodyWaker {
+                activity: activity.clone(),
+                consumer: atomic_waker::AtomicWaker::new(),
+            });
+            let waker = Waker::from(body_waker.clone());
+            (activity, body_waker, waker)
+        });
         ResponseBody {
             inner: Inner::Upstream {
                 body,
                 idle,
                 _in_flight: in_flight,
+                watch,
             },
             done: None,
         }
@@ -471,8 +506,23 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Upstream { body, idle, .. } => {
-                let polled = idle.poll(body, cx);
+            Inner::Upstream {
+                body, idle, watch, ..
+            } => {
+                let polled = match watch {
+                    // The node's body wakes `BodyWaker`, which marks the stream as waiting for the
+                    // client until it polls again: a client that stops reading leaves it marked.
+                    Some((activity, body_waker, waker)) => {
+                        activity.taken();
+                        body_waker.consumer.register(cx.waker());
+                        let polled = idle.poll(body, &mut Context::from_waker(waker));
+                        if let Poll::Ready(Some(Ok(_))) = &polled {
+                            activity.gave();
+                        }
+                        polled
+                    }
+                    None => idle.poll(body, cx),
+                };
                 if matches!(&polled, Poll::Ready(Some(Err(e))) if e.is::<BodyError>()) {
                     static CUT: crate::error::LogBudget =
                         crate::error::LogBudget::new(crate::error::PER_REQUEST_LINES);

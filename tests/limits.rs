@@ -234,3 +234,59 @@ async fn a_client_body_that_stalls_gets_408() {
     assert!(answer.contains("stalled for 300ms"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_aborted_uploads_never_eject_the_master() {
+    let h = Harness::start_with(
+        &[node("gs-master", Some(1)), node("gs-replica", None)],
+        Options {
+            // Passive ejection at its default threshold (5): forty client faults in a row.
+            extra: "[timeouts.master]\nheaders = \"5s\"\nidle = \"1s\"\n",
+            ..Options::default()
+        },
+    )
+    .await;
+    let master = h.geolb.snapshot().master().cloned().unwrap();
+    for i in 0..20 {
+        // Malformed: chunk data longer than its size, once the upload streams to the master.
+        let mut s = TcpStream::connect(h.proxy()).await.unwrap();
+        s.write_all(b"POST /geoserver/rest/workspaces HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n<works\r\n")
+            .await
+            .unwrap();
+        wait_for("streaming", Duration::from_secs(5), || {
+            master.in_flight() == 1
+        })
+        .await;
+        s.write_all(b"3\r\npace>\r\n0\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+        assert_eq!(
+            status_of(&String::from_utf8_lossy(&out)),
+            400,
+            "malformed upload {i}"
+        );
+        // Aborted: the client goes away in the middle of its body.
+        let mut s = TcpStream::connect(h.proxy()).await.unwrap();
+        s.write_all(b"POST /geoserver/rest/workspaces HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 1000\r\n\r\n<workspace>")
+            .await
+            .unwrap();
+        wait_for("streaming", Duration::from_secs(5), || {
+            master.in_flight() == 1
+        })
+        .await;
+        drop(s);
+        wait_for("the slot freed", Duration::from_secs(5), || {
+            master.in_flight() == 0
+        })
+        .await;
+    }
+    assert_eq!(h.state("gs-master"), geolb::health::State::Up);
+    assert_eq!(h.master().as_deref(), Some("gs-master"));
+    assert!(master.last_ejection().is_none(), "never ejected");
+    let r = h.write().await;
+    assert_eq!(
+        (r.status, r.node()),
+        (http::StatusCode::OK, "gs-master"),
+        "writes keep working"
+    );
+}

@@ -2,17 +2,33 @@
 //! function. The head decides most requests; a POST to an OGC endpoint may need a bounded look at its
 //! body ([`Verdict::NeedBody`]), after which [`Classifier::classify_body`] decides.
 //!
-//! The safe default is the master: a wrong `Master` costs capacity, a wrong `Reads` can split config
-//! or break a WFS lock. Anything this module does not recognise goes to the master.
+//! The node is the reference reader: the container (Tomcat) and then GeoServer's `Dispatcher`. For
+//! each request geolb reaches the verdict the node would reach, or, wherever it cannot be sure it
+//! reads the bytes as the node will, sends the request to the master ([`Class::Ambiguous`], with the
+//! reason), or refuses it ([`Verdict::Refuse`]) when the container would. Each reader lives in its
+//! own module: [`path`] (the container's path), [`media`] (`Content-Type`), [`kvp`] (query and form
+//! parameters), [`xml`] (the operation an XML or SOAP body names).
+//!
+//! GeoServer takes the operation from the body first (the XML root, or form parameters), then the
+//! `request` parameter, then the legacy `/{service}/{Request}` path, falling back to `request`
+//! when the body's operation does not exist. geolb does not pick one: a request is a read only when
+//! every operation it names anywhere is a known read, and goes to the master when any one is a
+//! write, unknown, or carries a lock.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, Method};
-use quick_xml::events::Event;
 
 use crate::config::{Pool, RouteRule};
+
+pub mod kvp;
+pub mod media;
+pub mod path;
+pub mod xml;
+
+use kvp::{Kvp, Ops};
+use media::BodyKind;
+use path::PathReading;
 
 /// Where a request goes and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +67,8 @@ pub enum Class {
     TestWfsPost,
     /// Static files.
     Static,
-    /// Could be several things; sent to the master to be safe.
+    /// Could be several things, or could be read otherwise by the node: sent to the master to be
+    /// safe. The reason is a short fixed word (a metric label).
     Ambiguous(&'static str),
     /// Outside GeoServer's known URL space.
     Other,
@@ -84,15 +101,17 @@ pub enum Verdict {
     Done(Route),
     /// Read up to [`Classifier::lookahead`] bytes of the body and call [`Classifier::classify_body`].
     NeedBody(BodyPlan),
+    /// The node's container would refuse it: answer 400 with this reason.
+    Refuse(&'static str),
 }
 
 /// What to look for in a POST body, and what the head already told.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BodyPlan {
-    form: bool,
+    kind: BodyKind,
     service: Option<&'static str>,
-    /// The operation the query string named (used when the body is empty).
-    query_op: Option<&'static str>,
+    /// What the query and the path named (reads only, or nothing: anything else was decided).
+    named: Ops,
     rule: Option<usize>,
 }
 
@@ -104,9 +123,11 @@ pub struct Classifier {
     lookahead: usize,
 }
 
-const SERVICES: &[&str] = &["ows", "wms", "wfs", "wcs", "wps", "csw", "wmts"];
+/// Service path segments (and `service=` values) GeoServer's Dispatcher serves.
+pub(crate) const SERVICES: &[&str] = &["ows", "wms", "wfs", "wcs", "wps", "csw", "wmts"];
 
-/// Operations that change or hold state on one node.
+/// Operations that change or hold state on one node (and `ReleaseLock`, unregistered in GeoServer
+/// but a lock operation by name; WPS 2.0 and CSW writes, by name).
 const WRITE_OPS: &[&str] = &[
     "Transaction",
     "LockFeature",
@@ -125,7 +146,7 @@ const WRITE_OPS: &[&str] = &[
     "Harvest",
 ];
 
-/// Stateless read operations (WMS 1.0 names included).
+/// Stateless read operations of GeoServer's services (WMS 1.0 names included).
 const READ_OPS: &[&str] = &[
     "GetCapabilities",
     "GetMap",
@@ -151,22 +172,23 @@ const READ_OPS: &[&str] = &[
     "GetRecords",
     "GetRecordById",
     "GetDomain",
+    "GetRepositoryItem",
     "capabilities",
     "map",
     "feature_info",
 ];
 
-/// An operation name, matched case-insensitively against the tables.
+/// An operation name, matched ASCII-case-insensitively against the tables (the caller has made sure
+/// it is ASCII and trimmed as Java trims).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
+pub enum Op {
     Read(&'static str),
     Write(&'static str),
     Unknown,
 }
 
 impl Op {
-    fn parse(name: &[u8]) -> Op {
-        let name = name.trim_ascii();
+    pub fn parse(name: &[u8]) -> Op {
         let find = |table: &[&'static str]| {
             table
                 .iter()
@@ -181,58 +203,12 @@ impl Op {
             Op::Unknown
         }
     }
+
     fn name(self) -> Option<&'static str> {
         match self {
             Op::Read(n) | Op::Write(n) => Some(n),
             Op::Unknown => None,
         }
-    }
-}
-
-/// What a stream of KVP pairs says: the operation(s), service, and whether a lock is involved.
-#[derive(Default)]
-struct Kvp<'a> {
-    /// The first `request` value, trimmed.
-    request: Option<Cow<'a, str>>,
-    /// Two `request` values that differ (case-insensitively).
-    conflict: bool,
-    /// Some `request` value names a write operation.
-    any_write: bool,
-    lock: bool,
-    service: Option<&'static str>,
-}
-
-impl<'a> Kvp<'a> {
-    fn scan(mut self, input: &'a [u8]) -> Self {
-        for (key, value) in form_urlencoded::parse(input) {
-            if key.eq_ignore_ascii_case("request") {
-                if matches!(Op::parse(value.as_bytes()), Op::Write(_)) {
-                    self.any_write = true;
-                }
-                match &self.request {
-                    None => {
-                        self.request = Some(match value {
-                            Cow::Borrowed(v) => Cow::Borrowed(v.trim()),
-                            Cow::Owned(v) => Cow::Owned(v.trim().to_string()),
-                        })
-                    }
-                    Some(first) => self.conflict |= !first.eq_ignore_ascii_case(value.trim()),
-                }
-            } else if key.eq_ignore_ascii_case("lockid") {
-                self.lock = true;
-            } else if key.eq_ignore_ascii_case("service") {
-                self.service = SERVICES
-                    .iter()
-                    .copied()
-                    .find(|s| s.eq_ignore_ascii_case(value.trim()))
-                    .or(self.service);
-            }
-        }
-        self
-    }
-
-    fn op(&self) -> Option<Op> {
-        self.request.as_deref().map(|r| Op::parse(r.as_bytes()))
     }
 }
 
@@ -262,6 +238,14 @@ impl Classifier {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Verdict {
+        let path = match path::read_path(path) {
+            PathReading::Clear(path) => path,
+            PathReading::Unsure(why) => return done_master(Class::Ambiguous(why), true),
+            PathReading::Refused(why) => return Verdict::Refuse(why),
+        };
+        if let Err(why) = media::check(headers) {
+            return done_master(Class::Ambiguous(why), true);
+        }
         let rule = self.rules.iter().position(|r| {
             r.prefix.as_deref().is_none_or(|p| path.starts_with(p))
                 && (r.methods.is_empty() || r.methods.iter().any(|m| m == method.as_str()))
@@ -277,9 +261,10 @@ impl Classifier {
                 });
             }
         }
-        match self.builtin_head(method, path, query, headers) {
+        match self.builtin_head(method, &path, query, headers) {
             Verdict::Done(route) => Verdict::Done(apply_reads_rule(route, rule)),
             Verdict::NeedBody(plan) => Verdict::NeedBody(BodyPlan { rule, ..plan }),
+            refused @ Verdict::Refuse(_) => refused,
         }
     }
 
@@ -293,43 +278,52 @@ impl Classifier {
         complete: bool,
     ) -> Option<Route> {
         let exhausted = complete || prefix.len() >= self.lookahead;
-        let route = if plan.form {
-            if !complete {
-                if !exhausted {
-                    return None;
-                }
-                master(Class::Ambiguous("form-too-long"), true)
-            } else {
+        let route = match plan.kind {
+            // Form parameters join the query's (Tomcat's parameter map holds both).
+            BodyKind::Form if complete => {
                 let kvp = Kvp::default()
                     .scan(query.unwrap_or("").as_bytes())
                     .scan(prefix);
-                ows_route(&kvp, plan.service, None, true)
+                let mut named = plan.named;
+                named.merge(kvp.ops);
+                ows_route(Kvp { ops: named, ..kvp }, plan.service, true)
             }
-        } else if prefix.is_empty() && complete {
-            // No body: GeoServer falls back to the query string's KVP.
-            match plan.query_op {
-                Some(op) => read(Class::Ows {
-                    service: plan.service,
-                    op: Some(op),
-                }),
-                None => master(Class::Ambiguous("post-without-operation"), true),
-            }
-        } else {
-            match xml_operation(prefix, complete) {
-                XmlOp::NeedMore if !exhausted => return None,
-                XmlOp::NeedMore | XmlOp::Invalid => master(Class::Ambiguous("unparsed-body"), true),
-                XmlOp::Found { op, lock } => {
-                    let class = Class::Ows {
-                        service: plan.service,
-                        op: op.name(),
-                    };
-                    match op {
-                        Op::Read(_) if !lock => read(class),
-                        Op::Unknown => master(Class::Ambiguous("unknown-operation"), true),
-                        _ => master(class, true),
+            BodyKind::Form if exhausted => master(Class::Ambiguous("form-too-long"), true),
+            BodyKind::Form => return None,
+            // No body: GeoServer falls back to the query's `request`, then the path.
+            BodyKind::Xml if prefix.is_empty() && complete => ows_route(
+                Kvp {
+                    ops: plan.named,
+                    ..Kvp::default()
+                },
+                plan.service,
+                true,
+            ),
+            BodyKind::Xml | BodyKind::Soap => {
+                let found = match plan.kind {
+                    BodyKind::Soap => xml::soap_operation(prefix, complete),
+                    _ => xml::root(prefix, complete),
+                };
+                match found {
+                    xml::Root::NeedMore if !exhausted => return None,
+                    xml::Root::NeedMore => master(Class::Ambiguous("unparsed-body"), true),
+                    xml::Root::Unsure(why) => master(Class::Ambiguous(why), true),
+                    xml::Root::Found { name, lock } => {
+                        let mut named = plan.named;
+                        named.add(Op::parse(name));
+                        ows_route(
+                            Kvp {
+                                ops: named,
+                                lock,
+                                ..Kvp::default()
+                            },
+                            plan.service,
+                            true,
+                        )
                     }
                 }
             }
+            BodyKind::Multipart => master(Class::Ambiguous("multipart"), true),
         };
         Some(apply_reads_rule(route, plan.rule))
     }
@@ -342,14 +336,16 @@ impl Classifier {
         query: Option<&str>,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Route {
+    ) -> Result<Route, &'static str> {
         match self.classify_head(method, path, query, headers) {
-            Verdict::Done(route) => route,
+            Verdict::Done(route) => Ok(route),
+            Verdict::Refuse(why) => Err(why),
             Verdict::NeedBody(plan) => {
                 let cut = body.len().min(self.lookahead);
                 let complete = cut == body.len();
-                self.classify_body(&plan, query, &body[..cut], complete)
-                    .unwrap_or_else(|| master(Class::Ambiguous("unparsed-body"), true))
+                Ok(self
+                    .classify_body(&plan, query, &body[..cut], complete)
+                    .unwrap_or_else(|| master(Class::Ambiguous("unparsed-body"), true)))
             }
         }
     }
@@ -364,7 +360,10 @@ impl Classifier {
         let safe = is_safe(method);
         // A write operation or a lock in the query makes any request a write, wherever it goes.
         let kvp = Kvp::default().scan(query.unwrap_or("").as_bytes());
-        let kvp_write = kvp.any_write || kvp.lock;
+        if let Some(why) = kvp.unsure {
+            return done_master(Class::Ambiguous(why), true);
+        }
+        let kvp_write = kvp.ops.write || kvp.lock;
         let changes = !safe || kvp_write;
         let Some(rel) = strip_context(path, &self.context_path) else {
             return done_master(Class::Other, changes);
@@ -382,7 +381,14 @@ impl Classifier {
         if first == "rest" {
             return done_master(Class::Rest, changes);
         }
-        if first == "gwc" && at(1) == "rest" {
+        // GeoWebCache's RESTful WMTS (tiles, their feature info and capabilities) is read-only;
+        // the rest of its REST API is not.
+        let wmts_rest = (first == "gwc" && at(1) == "rest" && at(2) == "wmts")
+            || (at(1) == "gwc" && at(2) == "rest" && at(3) == "wmts");
+        if wmts_rest && matches!(*method, Method::GET | Method::HEAD) && !kvp_write {
+            return Verdict::Done(read(Class::Tiles));
+        }
+        if (first == "gwc" || at(1) == "gwc") && (at(1) == "rest" || at(2) == "rest") {
             return done_master(Class::GwcRest, changes);
         }
         if (first == "gwc" && at(1) == "service") || (at(1) == "gwc" && at(2) == "service") {
@@ -414,77 +420,56 @@ impl Classifier {
         let Some((service, path_op)) = segs.all().and_then(ows_endpoint) else {
             return done_master(Class::Other, changes);
         };
+        // Every operation named so far: the query's `request` values and the legacy path's.
+        let mut named = kvp.ops;
+        if let Some(op) = path_op {
+            named.add(op);
+        }
+        let service = kvp.service.or(Some(service));
         if safe {
-            return Verdict::Done(ows_route(&kvp, Some(service), path_op, false));
+            return Verdict::Done(ows_route(Kvp { ops: named, ..kvp }, service, false));
         }
         if *method != Method::POST {
             return done_master(Class::Ambiguous("method"), true);
         }
-        // A POST: the query alone can prove a write; otherwise the body names the operation.
-        let service = kvp.service.or(Some(service));
-        if kvp_write || kvp.conflict || path_op.is_some_and(|op| !matches!(op, Op::Read(_))) {
-            let op = path_op.and_then(Op::name).or(kvp.op().and_then(Op::name));
-            return done_master(Class::Ows { service, op }, true);
+        // A POST: what the head names can prove a write; otherwise the body names the operation.
+        if kvp_write || named.conflict || named.unknown {
+            return Verdict::Done(ows_route(Kvp { ops: named, ..kvp }, service, true));
         }
-        if let Some(op) = path_op {
-            return Verdict::Done(read(Class::Ows {
+        match media::body_kind(headers) {
+            Ok(BodyKind::Multipart) => done_master(Class::Ambiguous("multipart"), true),
+            Ok(kind) => Verdict::NeedBody(BodyPlan {
+                kind,
                 service,
-                op: op.name(),
-            }));
+                named,
+                rule: None,
+            }),
+            Err(why) => done_master(Class::Ambiguous(why), true),
         }
-        let content_type = header_str(headers, &CONTENT_TYPE).unwrap_or("");
-        let content_type = content_type.split(';').next().unwrap_or("").trim();
-        let encoded = header_str(headers, &CONTENT_ENCODING)
-            .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
-        if encoded
-            || headers
-                .get_all(CONTENT_ENCODING)
-                .iter()
-                .any(|v| v.to_str().is_err())
-        {
-            return done_master(Class::Ambiguous("encoded-body"), true);
-        }
-        if content_type.len() >= 10 && content_type[..10].eq_ignore_ascii_case("multipart/") {
-            return done_master(Class::Ambiguous("multipart"), true);
-        }
-        let query_op = match kvp.op() {
-            Some(Op::Read(op)) => Some(op),
-            _ => None,
-        };
-        Verdict::NeedBody(BodyPlan {
-            form: content_type.eq_ignore_ascii_case("application/x-www-form-urlencoded"),
-            service,
-            query_op,
-            rule: None,
-        })
     }
 }
 
-/// The route for an OGC request whose KVP is known; `path_op` is a legacy `/{svc}/{Request}` operation.
-fn ows_route(
-    kvp: &Kvp<'_>,
-    path_service: Option<&'static str>,
-    path_op: Option<Op>,
-    post: bool,
-) -> Route {
-    let service = kvp.service.or(path_service);
-    let op = kvp.op();
-    let name = path_op.and_then(Op::name).or(op.and_then(Op::name));
-    let class = Class::Ows { service, op: name };
-    if kvp.conflict {
-        return master(Class::Ambiguous("conflicting-request"), true);
-    }
-    if kvp.any_write || kvp.lock || matches!(path_op, Some(Op::Write(_))) {
+/// The route of an OGC request once every operation it names is known: a read only when each is a
+/// known read; a POST must name one.
+fn ows_route(kvp: Kvp, service: Option<&'static str>, post: bool) -> Route {
+    let ops = kvp.ops;
+    let class = Class::Ows {
+        service: kvp.service.or(service),
+        op: ops.first.and_then(Op::name),
+    };
+    if ops.write || kvp.lock {
         return master(class, true);
     }
-    match (path_op, op) {
-        // An unknown operation is ambiguous; so is a POST that names none.
-        (Some(Op::Unknown), _) | (_, Some(Op::Unknown)) => {
-            master(Class::Ambiguous("unknown-operation"), true)
-        }
-        (None, None) if post => master(Class::Ambiguous("post-without-operation"), true),
-        _ => read(class),
+    if ops.conflict {
+        return master(Class::Ambiguous("conflicting-request"), true);
     }
+    if ops.unknown {
+        return master(Class::Ambiguous("unknown-operation"), true);
+    }
+    if post && ops.first.is_none() {
+        return master(Class::Ambiguous("post-without-operation"), true);
+    }
+    read(class)
 }
 
 /// Finds the OGC service in `/{svc}`, `/{ws}/{svc}`, `/{ws}/{layer}/{svc}`, or a legacy
@@ -499,7 +484,13 @@ fn ows_endpoint(segs: &[&str]) -> Option<(&'static str, Option<Op>)> {
     }
     if (2..=4).contains(&n) {
         if let Some(svc) = service(segs[n - 2]) {
-            return Some((svc, Some(Op::parse(segs[n - 1].as_bytes()))));
+            let name = segs[n - 1].as_bytes();
+            let op = if name.is_ascii() {
+                Op::parse(name)
+            } else {
+                Op::Unknown
+            };
+            return Some((svc, Some(op)));
         }
     }
     None
@@ -550,10 +541,6 @@ fn strip_context<'p>(path: &'p str, context: &str) -> Option<&'p str> {
     }
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: &http::header::HeaderName) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 fn read(class: Class) -> Route {
     Route {
         pool: Pool::Reads,
@@ -585,87 +572,6 @@ fn apply_reads_rule(route: Route, rule: Option<usize>) -> Route {
             ..route
         },
         _ => route,
-    }
-}
-
-/// What the start of an XML body says.
-#[derive(Debug, PartialEq, Eq)]
-enum XmlOp {
-    /// The operation element, and whether it carries a `lockId` attribute.
-    Found {
-        op: Op,
-        lock: bool,
-    },
-    NeedMore,
-    Invalid,
-}
-
-/// The operation named by the root element's local name (SOAP: the first child of `Body`), skipping
-/// the BOM, the XML declaration, comments, processing instructions, DOCTYPE and whitespace.
-fn xml_operation(prefix: &[u8], complete: bool) -> XmlOp {
-    let body = prefix.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(prefix);
-    let mut reader = quick_xml::Reader::from_reader(body);
-    let mut depth = 0usize;
-    let mut soap = false;
-    let mut in_body = false;
-    loop {
-        let (element, opens) = match reader.read_event() {
-            Ok(Event::Start(e)) => (e, true),
-            Ok(Event::Empty(e)) => (e, false),
-            Ok(Event::End(_)) => {
-                depth = depth.saturating_sub(1);
-                // The root, or a SOAP Body, closed before an operation element.
-                if depth == 0 || (in_body && depth == 1) {
-                    return XmlOp::Invalid;
-                }
-                continue;
-            }
-            Ok(Event::Text(t)) if depth == 0 && !t.iter().all(u8::is_ascii_whitespace) => {
-                return XmlOp::Invalid
-            }
-            Ok(Event::Eof) | Err(_) if complete => return XmlOp::Invalid,
-            Ok(Event::Eof) | Err(_) => return XmlOp::NeedMore,
-            Ok(_) => continue,
-        };
-        // quick-xml yields an element only once its tag is whole, so a cut prefix never shows a
-        // shortened name.
-        let local = local_name(element.name().into_inner());
-        let operation = match (soap, depth) {
-            (false, 0) if local == b"Envelope" => {
-                soap = true;
-                false
-            }
-            (false, 0) => true,
-            (true, 1) if local == b"Body" => {
-                in_body = true;
-                false
-            }
-            (true, 2) => in_body,
-            _ => false,
-        };
-        if operation {
-            let lock = element
-                .attributes()
-                .flatten()
-                .any(|a| local_name(a.key.into_inner()).eq_ignore_ascii_case(b"lockId"));
-            return XmlOp::Found {
-                op: Op::parse(local),
-                lock,
-            };
-        }
-        if opens {
-            depth += 1;
-        } else if (soap && depth == 0) || (in_body && depth == 1) {
-            // `<Envelope/>` or `<Body/>`: nothing inside.
-            return XmlOp::Invalid;
-        }
-    }
-}
-
-fn local_name(qname: &[u8]) -> &[u8] {
-    match qname.iter().rposition(|&b| b == b':') {
-        Some(i) => &qname[i + 1..],
-        None => qname,
     }
 }
 

@@ -195,6 +195,7 @@ impl Proxy {
             &parts.headers,
         ) {
             Verdict::Done(route) => (route, VecDeque::new(), body),
+            Verdict::Refuse(why) => return Err(ProxyError::BadRequest(why)),
             Verdict::NeedBody(plan) => {
                 let classifier = &snapshot.classifier;
                 let decide = |prefix: &[u8], complete| {

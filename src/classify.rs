@@ -7,7 +7,7 @@
 //! reads the bytes as the node will, sends the request to the master ([`Class::Ambiguous`], with the
 //! reason), or refuses it ([`Verdict::Refuse`]) when the container would. Each reader lives in its
 //! own module: [`path`] (the container's path), [`media`] (`Content-Type`), [`kvp`] (query and form
-//! parameters), [`xml`] (the operation an XML or SOAP body names).
+//! parameters), [`xml`] (the operation an XML body names). SOAP requests go to the master.
 //!
 //! GeoServer takes the operation from the body first (the XML root, or form parameters), then the
 //! `request` parameter, then the legacy `/{service}/{Request}` path, falling back to `request`
@@ -284,8 +284,11 @@ impl Classifier {
                 let kvp = Kvp::default()
                     .scan(query.unwrap_or("").as_bytes())
                     .scan(prefix);
+                if let Some(why) = kvp.unsure {
+                    return Some(master(Class::Ambiguous(why), true));
+                }
                 let mut named = plan.named;
-                named.merge(kvp.ops);
+                named.merge(kvp.operations());
                 ows_route(Kvp { ops: named, ..kvp }, plan.service, true)
             }
             BodyKind::Form if exhausted => master(Class::Ambiguous("form-too-long"), true),
@@ -299,31 +302,26 @@ impl Classifier {
                 plan.service,
                 true,
             ),
-            BodyKind::Xml | BodyKind::Soap => {
-                let found = match plan.kind {
-                    BodyKind::Soap => xml::soap_operation(prefix, complete),
-                    _ => xml::root(prefix, complete),
-                };
-                match found {
-                    xml::Root::NeedMore if !exhausted => return None,
-                    xml::Root::NeedMore => master(Class::Ambiguous("unparsed-body"), true),
-                    xml::Root::Unsure(why) => master(Class::Ambiguous(why), true),
-                    xml::Root::Found { name, lock } => {
-                        let mut named = plan.named;
-                        named.add(Op::parse(name));
-                        ows_route(
-                            Kvp {
-                                ops: named,
-                                lock,
-                                ..Kvp::default()
-                            },
-                            plan.service,
-                            true,
-                        )
-                    }
+            BodyKind::Xml => match xml::root(prefix, complete) {
+                xml::Root::NeedMore if !exhausted => return None,
+                xml::Root::NeedMore => master(Class::Ambiguous("unparsed-body"), true),
+                xml::Root::Unsure(why) => master(Class::Ambiguous(why), true),
+                xml::Root::Found { name, lock } => {
+                    let mut named = plan.named;
+                    named.add(Op::parse(name));
+                    ows_route(
+                        Kvp {
+                            ops: named,
+                            lock,
+                            ..Kvp::default()
+                        },
+                        plan.service,
+                        true,
+                    )
                 }
-            }
+            },
             BodyKind::Multipart => master(Class::Ambiguous("multipart"), true),
+            BodyKind::Soap => master(Class::Ambiguous("soap"), true),
         };
         Some(apply_reads_rule(route, plan.rule))
     }
@@ -421,7 +419,7 @@ impl Classifier {
             return done_master(Class::Other, changes);
         };
         // Every operation named so far: the query's `request` values and the legacy path's.
-        let mut named = kvp.ops;
+        let mut named = kvp.operations();
         if let Some(op) = path_op {
             named.add(op);
         }
@@ -438,6 +436,8 @@ impl Classifier {
         }
         match media::body_kind(headers) {
             Ok(BodyKind::Multipart) => done_master(Class::Ambiguous("multipart"), true),
+            // GeoServer parses the whole envelope and takes the SOAP `Body` wherever it is.
+            Ok(BodyKind::Soap) => done_master(Class::Ambiguous("soap"), true),
             Ok(kind) => Verdict::NeedBody(BodyPlan {
                 kind,
                 service,

@@ -172,7 +172,7 @@ async fn a_write_never_reaches_a_node_that_is_not_a_candidate() {
                 Method::POST,
                 "/geoserver/wfs",
                 &[("content-type", XML)],
-                "<wfs:GetFeature/>",
+                "<wfs:GetFeature xmlns:wfs=\"http://www.opengis.net/wfs\"/>",
             )
             .await;
         assert_ne!(

@@ -58,8 +58,23 @@ pub struct Kvp {
     pub lock: bool,
     /// The last known `service` value.
     pub service: Option<&'static str>,
+    /// What `service` values that name no service would name as operations: GeoServer's
+    /// `Dispatcher.service` takes such a value as the operation when the path's context names a
+    /// service and no `request` is given (`/wfs/GetFeature?service=Transaction` is a Transaction).
+    pub service_ops: Ops,
     /// A reason to play safe: a key or value Java could read otherwise.
     pub unsure: Option<&'static str>,
+}
+
+impl Kvp {
+    /// The operations named: `request` values, or, when there is none, `service` values that
+    /// name no service.
+    pub fn operations(&self) -> Ops {
+        match self.ops.first {
+            Some(_) => self.ops,
+            None => self.service_ops,
+        }
+    }
 }
 
 /// The keys routing looks at.
@@ -104,20 +119,23 @@ impl Kvp {
             match key {
                 Key::Request => self.ops.add(Op::parse(value)),
                 Key::LockId => self.lock = true,
-                Key::Service => {
-                    if let Some(s) = SERVICES
-                        .iter()
-                        .copied()
-                        .find(|s| s.as_bytes().eq_ignore_ascii_case(value))
-                    {
-                        self.service = Some(s);
+                Key::Service => match DISPATCHER_SERVICES
+                    .iter()
+                    .find(|s| s.as_bytes().eq_ignore_ascii_case(value))
+                {
+                    Some(s) => {
+                        self.service = SERVICES.iter().copied().find(|known| known == s);
                     }
-                }
+                    None => self.service_ops.add(Op::parse(value)),
+                },
             }
         }
         self
     }
 }
+
+/// The services GeoServer's Dispatcher knows by id (`ows` and `wmts` are not among them).
+const DISPATCHER_SERVICES: &[&str] = &["wms", "wfs", "wcs", "wps", "csw", "gwc"];
 
 /// Java's `String.trim()`: every char up to U+0020 at both ends.
 pub fn java_trim(value: &[u8]) -> &[u8] {
@@ -257,5 +275,17 @@ mod tests {
             !scan("request+=Transaction").ops.write,
             "`request ` is another key to GeoServer too"
         );
+        let k = scan("service=Transaction%0B");
+        assert_eq!(k.service, None);
+        assert!(
+            k.operations().write,
+            "a service value may act as the operation"
+        );
+        assert!(
+            !scan("service=Transaction&request=GetMap")
+                .operations()
+                .write
+        );
+        assert_eq!(scan("SERVICE=wms").service_ops, Ops::default());
     }
 }

@@ -140,10 +140,9 @@ const TABLE: &[(&str, &str, Option<&str>, &str, Pool)] = &[
     ("GET", "/geoserver/ows?service=WPS&request=GetExecutionResult&executionId=1", None, "", M),
     ("GET", "/geoserver/ows?service=WPS&request=Dismiss&executionId=1", None, "", M),
     ("GET", "/geoserver/ows?service=WPS&request=GetExecutions", None, "", M),
-    // SOAP: the first child of Body
     ("POST", "/geoserver/wps", Some("application/soap+xml"), "<soap:Envelope xmlns:soap=\"http://www.w3.org/2003/05/soap-envelope\"><soap:Header><x/></soap:Header><soap:Body><wps:Execute/></soap:Body></soap:Envelope>", M),
-    ("POST", "/geoserver/wfs", Some("application/soap+xml"), "<soap:Envelope xmlns:soap=\"http://www.w3.org/2003/05/soap-envelope\"><soap:Body><wfs:GetFeature/></soap:Body></soap:Envelope>", R),
-    // …but only in its plain shape: an unbound prefix, a Body elsewhere, another content type.
+    // SOAP: GeoServer takes the SOAP Body wherever it is in the whole envelope: always the master.
+    ("POST", "/geoserver/wfs", Some("application/soap+xml"), "<soap:Envelope xmlns:soap=\"http://www.w3.org/2003/05/soap-envelope\"><soap:Body><wfs:GetFeature/></soap:Body></soap:Envelope>", M),
     ("POST", "/geoserver/wfs", Some("application/soap+xml"), "<soap:Envelope><soap:Body><wfs:GetFeature/></soap:Body></soap:Envelope>", M),
     ("POST", "/geoserver/wfs", Some("application/soap+xml"), "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\"><s:Header><s:Body><wfs:Transaction/></s:Body></s:Header><s:Body><wfs:GetFeature/></s:Body></s:Envelope>", M),
     ("POST", "/geoserver/wfs", XML, "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\"><s:Body><wfs:GetFeature/></s:Body></s:Envelope>", M),
@@ -357,7 +356,7 @@ fn lookahead_is_bounded_and_incremental() {
         .classify_body(
             &plan,
             None,
-            b"<?xml version=\"1.0\"?><wfs:GetFeature>",
+            b"<?xml version=\"1.0\"?><wfs:GetFeature xmlns:wfs=\"http://www.opengis.net/wfs\">",
             false,
         )
         .unwrap();

@@ -1,14 +1,14 @@
 //! The operation an XML body names, read the way GeoServer's `Dispatcher.readOpPost` does: the local
-//! name of the root element (SOAP: of the first element in the SOAP `Body`), found after the XML
-//! declaration, whitespace, comments and processing instructions.
+//! name of the root element, found after the XML declaration, whitespace, comments and processing
+//! instructions.
 //!
 //! This reader is strict on purpose: it accepts only what every conforming XML parser reads the
 //! same way, and is unsure of the rest, which then goes to the master: a DOCTYPE (its internal
 //! subset can hide or make elements), a byte-order mark (GeoServer's charset detector replays it and
 //! the parser refuses it), a non-ASCII-compatible encoding, XML 1.1, `--` in a comment, text before
-//! the root, a non-ASCII element or attribute name. A SOAP envelope must have the plain shape
-//! (`Envelope` > `Body` > operation, in a SOAP namespace, with no other `Body` anywhere in the whole
-//! body): GeoServer takes the SOAP-namespace `Body` wherever it is.
+//! the root, a non-ASCII element or attribute name, an unbound prefix, a repeated attribute, an
+//! entity reference. SOAP bodies are not read here: GeoServer parses the whole envelope and takes
+//! the SOAP-namespace `Body` wherever it is, so every SOAP request goes to the master.
 
 use super::Op;
 
@@ -32,9 +32,6 @@ impl Root<'_> {
     }
 }
 
-const SOAP12: &[u8] = b"http://www.w3.org/2003/05/soap-envelope";
-const SOAP11: &[u8] = b"http://schemas.xmlsoap.org/soap/envelope/";
-
 /// Encodings under which an ASCII element name reads the same.
 const SAFE_ENCODINGS: &[&[u8]] = &[b"utf-8", b"us-ascii", b"iso-8859-1"];
 
@@ -51,6 +48,12 @@ pub fn root(body: &[u8], complete: bool) -> Root<'_> {
     }
     match r.start_tag() {
         Ok(tag) => {
+            // The root is the first element: every prefix it uses must be declared on it, or a
+            // namespace-aware parser (GeoServer's) refuses the document (a write goes to the
+            // master either way, and keeps its name).
+            if !tag.bound() && !matches!(Op::parse(tag.local), Op::Write(_)) {
+                return Root::Unsure("unbound-prefix");
+            }
             if tag.local == b"Envelope" {
                 // Not SOAP to GeoServer (not its content type): the operation `Envelope`, unknown.
                 return Root::Unsure("soap-shape");
@@ -62,75 +65,6 @@ pub fn root(body: &[u8], complete: bool) -> Root<'_> {
         }
         Err(stop) => stop.into(),
     }
-}
-
-/// The operation of a SOAP body (`application/soap+xml`), which must be whole and plain.
-pub fn soap_operation(body: &[u8], complete: bool) -> Root<'_> {
-    let mut r = Reader {
-        body,
-        at: 0,
-        complete,
-    };
-    let found = (|| {
-        r.prologue()?;
-        let envelope = r.start_tag()?;
-        let ns = envelope
-            .namespace(&envelope)
-            .filter(|ns| *ns == SOAP12 || *ns == SOAP11)
-            .ok_or(Stop::Unsure("soap-shape"))?;
-        if envelope.local != b"Envelope" || envelope.empty {
-            return Err(Stop::Unsure("soap-shape"));
-        }
-        r.misc()?;
-        let body_tag = r.start_tag()?;
-        let body_ns = body_tag
-            .namespace(&body_tag)
-            .or(body_tag.namespace(&envelope));
-        if body_tag.local != b"Body" || body_ns != Some(ns) || body_tag.empty {
-            return Err(Stop::Unsure("soap-shape"));
-        }
-        r.misc()?;
-        let op = r.start_tag()?;
-        Ok(op)
-    })();
-    let op = match found {
-        Ok(op) => op,
-        Err(stop) => return stop.into(),
-    };
-    if !complete {
-        return Root::NeedMore;
-    }
-    // No other `Body` element anywhere: GeoServer takes the SOAP-namespace one wherever it is.
-    let rest = &body[r.at..];
-    if starts_a_body(rest)
-        || rest
-            .windows(9)
-            .any(|w| w.eq_ignore_ascii_case(b"<!DOCTYPE"))
-    {
-        return Root::Unsure("soap-shape");
-    }
-    Root::Found {
-        name: op.local,
-        lock: op.lock,
-    }
-}
-
-/// Whether some start tag in `rest` is a `Body` (any prefix; in comments and CDATA too, to be safe).
-fn starts_a_body(rest: &[u8]) -> bool {
-    rest.iter().enumerate().any(|(i, &b)| {
-        if b != b'<' {
-            return false;
-        }
-        let name: &[u8] = {
-            let start = i + 1;
-            let len = rest[start..]
-                .iter()
-                .take_while(|&&c| is_name_byte(c))
-                .count();
-            &rest[start..start + len]
-        };
-        name.rsplit(|&c| c == b':').next() == Some(b"Body")
-    })
 }
 
 /// Why reading stopped.
@@ -158,18 +92,20 @@ struct Tag<'a> {
     /// A `lockId` attribute (any namespace, any case).
     lock: bool,
     /// `xmlns` declarations: (prefix or empty for the default, namespace).
-    xmlns: [Option<(&'a [u8], &'a [u8])>; 4],
+    xmlns: [Option<(&'a [u8], &'a [u8])>; MAX_DECLARATIONS],
+    /// The prefixes of its attributes (but `xmlns`), to check they are bound.
+    attr_prefixes: [Option<&'a [u8]>; MAX_DECLARATIONS],
 }
 
+/// Namespace declarations (and prefixed attributes) an element may have here: more is unusual
+/// enough to play safe.
+const MAX_DECLARATIONS: usize = 16;
+
 impl<'a> Tag<'a> {
-    /// The namespace of `self`'s name, declared on `decl`.
-    fn namespace(&self, decl: &Tag<'a>) -> Option<&'a [u8]> {
-        let prefix = self.prefix.unwrap_or(b"");
-        decl.xmlns
-            .iter()
-            .flatten()
-            .find(|(p, _)| *p == prefix)
-            .map(|(_, ns)| *ns)
+    /// Whether the prefixes of its name and attributes are declared on it.
+    fn bound(&self) -> bool {
+        let declared = |p: &[u8]| p == b"xml" || self.xmlns.iter().flatten().any(|(d, _)| *d == p);
+        self.prefix.is_none_or(declared) && self.attr_prefixes.iter().flatten().all(|p| declared(p))
     }
 }
 
@@ -307,9 +243,13 @@ impl<'a> Reader<'a> {
             local,
             empty: false,
             lock: false,
-            xmlns: [None; 4],
+            xmlns: [None; MAX_DECLARATIONS],
+            attr_prefixes: [None; MAX_DECLARATIONS],
         };
-        let mut declared = 0;
+        let (mut declared, mut prefixed) = (0, 0);
+        // Local names of the attributes so far.
+        let mut seen: [Option<&[u8]>; 2 * MAX_DECLARATIONS] = [None; 2 * MAX_DECLARATIONS];
+        let mut attrs = 0;
         loop {
             while body.get(i).is_some_and(|&b| is_space(b)) {
                 i += 1;
@@ -358,11 +298,19 @@ impl<'a> Reader<'a> {
                 return Err(self.short());
             };
             let value = &body[value_start..value_start + len];
-            if value.contains(&b'<') {
+            if value.contains(&b'<') || !plain_references(value) {
                 return Err(Stop::Unsure("attribute"));
             }
             i = value_start + len + 1;
             let (attr_prefix, attr_local) = split_qname(attr)?;
+            // A repeated attribute (or one local name in two namespaces) is a well-formedness
+            // error to a namespace-aware parser: only an unusual body has one.
+            if seen.iter().flatten().any(|l: &&[u8]| *l == attr_local) {
+                return Err(Stop::Unsure("attribute"));
+            }
+            let slot = seen.get_mut(attrs).ok_or(Stop::Unsure("attribute"))?;
+            *slot = Some(attr_local);
+            attrs += 1;
             if attr_local.eq_ignore_ascii_case(b"lockId") {
                 tag.lock = true;
             }
@@ -376,13 +324,45 @@ impl<'a> Reader<'a> {
                     // An entity in a namespace name: not compared here.
                     return Err(Stop::Unsure("attribute"));
                 }
-                if let Some(slot) = tag.xmlns.get_mut(declared) {
-                    *slot = Some((p, value));
-                    declared += 1;
-                }
+                let slot = tag
+                    .xmlns
+                    .get_mut(declared)
+                    .ok_or(Stop::Unsure("attribute"))?;
+                *slot = Some((p, value));
+                declared += 1;
+            } else if let Some(p) = attr_prefix {
+                let slot = tag
+                    .attr_prefixes
+                    .get_mut(prefixed)
+                    .ok_or(Stop::Unsure("attribute"))?;
+                *slot = Some(p);
+                prefixed += 1;
             }
         }
     }
+}
+
+/// Only the predefined entities and character references (anything else needs a DTD).
+fn plain_references(value: &[u8]) -> bool {
+    let mut rest = value;
+    while let Some(i) = rest.iter().position(|&b| b == b'&') {
+        let Some(end) = rest[i..].iter().position(|&b| b == b';') else {
+            return false;
+        };
+        let name = &rest[i + 1..i + end];
+        let known = matches!(name, b"lt" | b"gt" | b"amp" | b"quot" | b"apos")
+            || name
+                .strip_prefix(b"#x")
+                .is_some_and(|h| !h.is_empty() && h.iter().all(u8::is_ascii_hexdigit))
+            || name
+                .strip_prefix(b"#")
+                .is_some_and(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit));
+        if !known {
+            return false;
+        }
+        rest = &rest[i + end + 1..];
+    }
+    true
 }
 
 /// `prefix:local`, both non-empty ASCII names.
@@ -461,7 +441,7 @@ mod tests {
             found("GetMap")
         );
         assert_eq!(
-            op("<wfs:GetFeature service='WFS' lockId=\"L1\"/>"),
+            op("<wfs:GetFeature xmlns:wfs='x' service='WFS' lockId=\"L1\"/>"),
             Root::Found {
                 name: b"GetFeature",
                 lock: true
@@ -493,6 +473,14 @@ mod tests {
                 "soap-shape",
             ),
             ("<GetFeature a=\"<\"/>", "attribute"),
+            ("<GetFeature a=\"1\" a=\"2\"/>", "attribute"),
+            (
+                "<GetFeature x:a=\"1\" y:a=\"2\" xmlns:x=\"u\" xmlns:y=\"v\"/>",
+                "attribute",
+            ),
+            ("<GetFeature a=\"&e;\"/>", "attribute"),
+            ("<wfs:GetFeature/>", "unbound-prefix"),
+            ("<GetFeature x:service=\"WFS\"/>", "unbound-prefix"),
             ("<GetFeature", "unparsed-body"),
             ("", "unparsed-body"),
         ] {
@@ -504,41 +492,5 @@ mod tests {
         );
         assert_eq!(root(b"<wfs:Transa", false), Root::NeedMore);
         assert_eq!(root(b"<", false), Root::NeedMore);
-    }
-
-    const ENV: &str = "<s:Envelope xmlns:s=\"http://www.w3.org/2003/05/soap-envelope\">";
-
-    #[test]
-    fn soap_only_in_its_plain_shape() {
-        let soap = |b: String| soap_operation(b.into_bytes().leak(), true);
-        assert_eq!(
-            soap(format!(
-                "{ENV}<s:Body><wfs:GetFeature/></s:Body></s:Envelope>"
-            )),
-            found("GetFeature")
-        );
-        assert_eq!(
-            soap(format!(
-                "{ENV} <!-- c --> <s:Body>\n<wps:Execute/></s:Body></s:Envelope>"
-            )),
-            found("Execute")
-        );
-        for doubtful in [
-            // GeoServer takes the SOAP Body wherever it is.
-            format!("{ENV}<s:Header><s:Body><wfs:Transaction/></s:Body></s:Header><s:Body><wfs:GetFeature/></s:Body></s:Envelope>"),
-            format!("{ENV}<s:Body><wfs:GetFeature/></s:Body><s:Body><wfs:Transaction/></s:Body></s:Envelope>"),
-            format!("{ENV}<x:Body xmlns:x=\"urn:other\"><wfs:GetFeature/></x:Body><s:Body><wfs:Transaction/></s:Body></s:Envelope>"),
-            "<s:Envelope><s:Body><wfs:GetFeature/></s:Body></s:Envelope>".to_string(),
-            "<s:Envelope xmlns:s=\"urn:not-soap\"><s:Body><GetFeature/></s:Body></s:Envelope>".to_string(),
-            "<GetFeature/>".to_string(),
-        ] {
-            assert!(matches!(soap(doubtful.clone()), Root::Unsure(_)), "{doubtful}");
-        }
-        let partial = format!("{ENV}<s:Body><wfs:GetFeature/>");
-        assert_eq!(
-            soap_operation(partial.as_bytes(), false),
-            Root::NeedMore,
-            "it must be whole"
-        );
     }
 }

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub queue_timeout: IntCounter,
     pub reloads: IntCounterVec,
     pub records_dropped: IntCounter,
+    /// Requests sent to the master only because geolb could not be sure it reads them as the node
+    /// will (`Class::Ambiguous`), by reason: reads, perhaps, that cost the master capacity.
+    pub played_safe: IntCounterVec,
     /// Client connections open (TLS handshakes included, admin excluded).
     pub client_connections: IntGauge,
     /// Client connections geolb closed, by reason.
@@ -162,6 +165,12 @@ impl Metrics {
                 &r,
                 "geolb_records_dropped_total",
                 "Request records (access log, request metrics) dropped because the recorder fell behind.",
+            ),
+            played_safe: counters(
+                &r,
+                "geolb_reads_to_master_total",
+                "Requests sent to the master because geolb could not be sure how the node reads them, by reason (non-canonical path, doubtful key, XML prologue...).",
+                &["reason"],
             ),
             client_connections: gauge(&r, "geolb_client_connections", "Client connections open (TLS handshakes included, admin excluded)."),
             closed: counters(

@@ -113,6 +113,9 @@ fn count(metrics: &Metrics, r: &Record) {
         None => class.push_str("none"),
     }
     metrics.count_request(pool, &class, r.node.as_deref(), code_class(r.status));
+    if let Some(Class::Ambiguous(reason)) = r.class {
+        metrics.played_safe.with_label_values(&[reason]).inc();
+    }
     metrics
         .duration
         .with_label_values(&[pool])

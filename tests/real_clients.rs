@@ -120,7 +120,10 @@ async fn every_real_read_reaches_a_replica_through_geolb() {
     let records = corpus();
     let mut played_safe = 0;
     for r in &records {
-        let mut head = format!("{} {} HTTP/1.1\r\nHost: maps.example.org\r\n", r.method, r.target);
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: maps.example.org\r\n",
+            r.method, r.target
+        );
         for (k, v) in &r.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }

@@ -248,7 +248,7 @@ async fn the_response_headers_timer_starts_once_the_body_is_sent() {
 async fn a_client_silent_during_the_look_ahead_gets_408() {
     let h = start("[timeouts.reads]\nheaders = \"5s\"\nidle = \"300ms\"\n").await;
     let started = Instant::now();
-    let r = raw_exchange(
+    let r = raw(
         h.proxy(),
         b"POST /geoserver/wfs HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 100\r\n\r\n<wfs:GetFeat",
     )
@@ -256,14 +256,6 @@ async fn a_client_silent_during_the_look_ahead_gets_408() {
     assert!(r.starts_with("HTTP/1.1 408"), "{r}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(h.nodes.iter().all(|n| n.hits() == 0));
-}
-
-async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn scrape_metrics(h: &Harness) -> String {

@@ -107,15 +107,7 @@ fn the_classifier_reads_every_real_read_as_a_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_real_read_reaches_a_replica_through_geolb() {
-    let defs = &[
-        NodeDef {
-            name: "gs-master",
-            master: Some(1),
-            reads: false,
-        },
-        node("gs-replica-1", None),
-        node("gs-replica-2", None),
-    ];
+    let defs = MASTER_WRITES_ONLY;
     let h = Harness::start(defs).await;
     let records = corpus();
     let mut played_safe = 0;

@@ -27,7 +27,8 @@ fn pick(h: &Harness, names: &[&str]) -> (Vec<NodeDef>, Vec<geolb::sim::SimNode>)
     (defs, sims)
 }
 
-async fn reload(h: &Harness, names: &[&str], extra: &'static str) {
+/// The test config of the nodes `names`, with `extra` TOML.
+fn config_of(h: &Harness, names: &[&str], extra: &'static str) -> Config {
     let (defs, sims) = pick(h, names);
     let text = config_text(
         &defs,
@@ -37,9 +38,12 @@ async fn reload(h: &Harness, names: &[&str], extra: &'static str) {
             ..Options::default()
         },
     );
-    let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+async fn reload(h: &Harness, names: &[&str], extra: &'static str) {
     h.geolb
-        .reload(Source::Given(Box::new(config)))
+        .reload(Source::Given(Box::new(config_of(h, names, extra))))
         .await
         .expect("a valid config reloads");
 }
@@ -200,19 +204,14 @@ async fn listeners_move_with_a_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_changing_start_only_settings_is_refused_naming_them() {
     let h = Harness::start(&ALL[..2]).await;
-    let (defs, sims) = pick(&h, &["gs-a", "gs-b"]);
     let extra = "[forwarding]\ninsecure_skip_verify = true\npool_idle_timeout = \"5s\"\n";
-    let text = config_text(
-        &defs,
-        &sims,
-        &Options {
-            extra,
-            ..Options::default()
-        },
-    );
     let err = h
         .geolb
-        .reload(Source::Given(Box::new(Config::parse(&text).unwrap())))
+        .reload(Source::Given(Box::new(config_of(
+            &h,
+            &["gs-a", "gs-b"],
+            extra,
+        ))))
         .await
         .expect_err("node TLS settings are read once at start");
     assert!(

@@ -151,15 +151,7 @@ async fn master_rows_reach_the_master_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_never_reaches_a_node_that_is_not_a_candidate() {
     // The only candidate serves no reads; the replicas must never see a write, even via a user rule.
-    let defs = &[
-        NodeDef {
-            name: "gs-master",
-            master: Some(1),
-            reads: false,
-        },
-        node("gs-replica-1", None),
-        node("gs-replica-2", None),
-    ];
+    let defs = MASTER_WRITES_ONLY;
     let opts = Options {
         extra: "[[routes]]\nprefix = \"/geoserver/wfs\"\npool = \"reads\"\n",
         ..Options::default()

@@ -15,15 +15,7 @@ const TX: &str = "<wfs:Transaction xmlns:wfs=\"http://www.opengis.net/wfs\" serv
 const GF: &str = "<wfs:GetFeature xmlns:wfs=\"http://www.opengis.net/wfs\" service=\"WFS\" version=\"1.1.0\"><wfs:Query typeName=\"topp:states\"/></wfs:GetFeature>";
 
 async fn cluster() -> Harness {
-    let defs = &[
-        NodeDef {
-            name: "gs-master",
-            master: Some(1),
-            reads: false,
-        },
-        node("gs-replica-1", None),
-        node("gs-replica-2", None),
-    ];
+    let defs = MASTER_WRITES_ONLY;
     Harness::start(defs).await
 }
 

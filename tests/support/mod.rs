@@ -44,6 +44,28 @@ pub const THREE: &[NodeDef] = &[
     node("gs-replica-2", None),
 ];
 
+/// A master candidate that serves no reads, and two replicas: whatever a replica receives, geolb
+/// read as a read.
+pub const MASTER_WRITES_ONLY: &[NodeDef] = &[
+    NodeDef {
+        name: "gs-master",
+        master: Some(1),
+        reads: false,
+    },
+    node("gs-replica-1", None),
+    node("gs-replica-2", None),
+];
+
+/// Sends raw `bytes` over a new connection; what came back until the server closed (or 5 s).
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// geolb and its simulated nodes.
 pub struct Harness {
     pub nodes: Vec<SimNode>,

@@ -199,7 +199,10 @@ pub struct Flaw {
 #[derive(Debug)]
 pub struct Scanner {
     phase: Phase,
+    /// The part of a head that came in earlier reads (a head in one read is never copied).
     head: Vec<u8>,
+    /// Where the head's current line starts (offset in the whole head).
+    line_start: usize,
     max_head: usize,
     /// Requests whose head has been seen whole (the current one is `requests + 1` in a head).
     requests: u64,
@@ -210,6 +213,7 @@ impl Scanner {
         Scanner {
             phase: Phase::Start,
             head: Vec::new(),
+            line_start: 0,
             max_head,
             requests: 0,
         }
@@ -286,39 +290,63 @@ impl Scanner {
         None
     }
 
-    /// Collects a head up to its CRLF CRLF; returns how many bytes it took.
+    /// Follows a head up to its CRLF CRLF, checking every line end; returns how many bytes it took.
     fn head_bytes(&mut self, bytes: &[u8]) -> Result<usize, &'static str> {
-        let start = self.head.len();
-        for (i, &b) in bytes.iter().enumerate() {
-            let prev = self.head.last().copied();
-            if b == b'\n' && prev != Some(b'\r') {
+        let base = self.head.len();
+        if self.head.last() == Some(&b'\r') && bytes.first() != Some(&b'\n') {
+            return Err("a CR without LF in a request head");
+        }
+        let mut from = 0;
+        while let Some(i) = memchr::memchr2(b'\r', b'\n', &bytes[from..]) {
+            let at = from + i;
+            from = at + 1;
+            if bytes[at] == b'\r' {
+                match bytes.get(at + 1) {
+                    Some(b'\n') | None => continue,
+                    Some(_) => return Err("a CR without LF in a request head"),
+                }
+            }
+            let prev = match at {
+                0 => self.head.last().copied(),
+                _ => Some(bytes[at - 1]),
+            };
+            if prev != Some(b'\r') {
                 return Err("a bare LF in a request head");
             }
-            if prev == Some(b'\r') && b != b'\n' {
-                return Err("a CR without LF in a request head");
+            // A line ends at `base + at`: an empty one ends the head.
+            if base + at - 1 == self.line_start {
+                let end = at + 1;
+                self.phase = if base == 0 {
+                    self.framing(&bytes[..end])?
+                } else {
+                    let mut head = std::mem::take(&mut self.head);
+                    head.extend_from_slice(&bytes[..end]);
+                    let phase = self.framing(&head);
+                    head.clear();
+                    self.head = head;
+                    phase?
+                };
+                self.line_start = 0;
+                return Ok(end);
             }
-            self.head.push(b);
-            if self.head.ends_with(b"\r\n\r\n") {
-                self.phase = self.framing()?;
-                self.head.clear();
-                return Ok(i + 1);
-            }
-            if self.head.len() > self.max_head {
-                return Err("a request head over limits.max_header_bytes");
-            }
+            self.line_start = base + at + 1;
         }
-        Ok(self.head.len() - start)
+        if base + bytes.len() > self.max_head {
+            return Err("a request head over limits.max_header_bytes");
+        }
+        self.head.extend_from_slice(bytes);
+        Ok(bytes.len())
     }
 
     /// At the end of a head: the framing of its body.
-    fn framing(&mut self) -> Result<Phase, &'static str> {
-        if self.requests == 0 && self.head.starts_with(b"PRI * HTTP/2.0\r\n\r\n") {
+    fn framing(&mut self, head: &[u8]) -> Result<Phase, &'static str> {
+        if self.requests == 0 && head.starts_with(b"PRI * HTTP/2.0\r\n\r\n") {
             // The HTTP/2 connection preface (its `SM` part follows).
             return Ok(Phase::H2);
         }
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(&self.head), Ok(httparse::Status::Complete(_))) {
+        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
             return Err("a request head that does not parse");
         }
         if req.method == Some("CONNECT") || req.method == Some("PRI") {

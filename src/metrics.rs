@@ -47,20 +47,9 @@ pub struct Metrics {
     pub client_connections: IntGauge,
     /// Client connections geolb closed, by reason.
     closed: IntCounterVec,
-    /// Which node series exist, so that those of a node that left are removed (DNS-discovered
+    /// The nodes of the snapshot in force: series of any other node are removed (DNS-discovered
     /// nodes come and go: their series must not pile up).
-    series: Mutex<NodeSeries>,
-}
-
-/// The node label of requests answered by a node that has left the cluster since.
-pub const REMOVED_NODE: &str = "removed";
-
-#[derive(Default)]
-struct NodeSeries {
-    /// The nodes of the snapshot in force.
-    live: HashSet<String>,
-    /// Per node, the `(pool, class, code)` labels of its `geolb_requests_total` series.
-    requests: HashMap<String, HashSet<(&'static str, String, &'static str)>>,
+    live: Mutex<HashSet<String>>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -179,7 +168,7 @@ impl Metrics {
                 "Client connections geolb closed, by reason: idle (no request within timeouts.client_headers), stalled (the client stopped reading a response), client-cap (limits.max_connections_per_client).",
                 &["reason"],
             ),
-            series: Mutex::default(),
+            live: Mutex::default(),
             registry: r,
         }
     }
@@ -189,42 +178,26 @@ impl Metrics {
         self.closed.with_label_values(&[reason])
     }
 
-    fn series(&self) -> std::sync::MutexGuard<'_, NodeSeries> {
-        // Only bookkeeping of label sets is behind it: a panic elsewhere cannot corrupt it.
-        self.series.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Counts an answered request (the recorder task does, off the request path). A node that has
-    /// left the cluster is counted as [`REMOVED_NODE`], so its series are not created again.
-    pub fn count_request(
-        &self,
-        pool: &'static str,
-        class: &str,
-        node: Option<&str>,
-        code: &'static str,
-    ) {
-        let mut series = self.series();
-        let node = match node {
-            None => "none",
-            Some(n) if !series.live.contains(n) => REMOVED_NODE,
-            Some(n) => {
-                let labels = series.requests.entry(n.to_string()).or_default();
-                if !labels
+    /// Removes every series of a node that is not in `live` (`none` stands for geolb itself).
+    fn sweep(&self, live: &HashSet<String>) {
+        use prometheus::core::Collector;
+        let gone = |node: &str| node != "none" && !live.contains(node);
+        for family in self.requests.collect() {
+            for metric in family.get_metric() {
+                let labels: HashMap<&str, &str> = metric
+                    .get_label()
                     .iter()
-                    .any(|(p, c, k)| *p == pool && c == class && *k == code)
-                {
-                    labels.insert((pool, class.to_string(), code));
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                if labels.get("node").is_some_and(|n| gone(n)) {
+                    let _ = self.requests.remove(&labels);
                 }
-                n
             }
-        };
-        self.requests
-            .with_label_values(&[pool, class, node, code])
-            .inc();
+        }
     }
 
     /// Removes every series labelled with `node`.
-    fn forget(&self, series: &mut NodeSeries, node: &str) {
+    fn forget(&self, node: &str) {
         for role in ["master", "candidate", "replica"] {
             let _ = self.node_up.remove_label_values(&[node, role]);
         }
@@ -236,11 +209,6 @@ impl Metrics {
         for reason in ["active", "passive"] {
             let _ = self.ejections.remove_label_values(&[node, reason]);
         }
-        for (pool, class, code) in series.requests.remove(node).unwrap_or_default() {
-            let _ = self
-                .requests
-                .remove_label_values(&[pool, &class, node, code]);
-        }
     }
 
     pub fn retries(&self, pool: Pool) -> &IntCounter {
@@ -251,20 +219,20 @@ impl Metrics {
     }
 
     /// Sets the node gauges from a snapshot (on publish and at scrape time); removes the series of
-    /// nodes that left.
+    /// nodes that left (also those a request finishing after its node left made again).
     pub fn observe_snapshot(&self, snapshot: &Snapshot) {
         {
-            let mut series = self.series();
+            let mut known = self.live.lock().unwrap_or_else(|p| p.into_inner());
             let live: HashSet<String> = snapshot
                 .nodes
                 .iter()
                 .map(|n| n.name().to_string())
                 .collect();
-            let gone: Vec<String> = series.live.difference(&live).cloned().collect();
-            for node in gone {
-                self.forget(&mut series, &node);
+            for node in known.difference(&live) {
+                self.forget(node);
             }
-            series.live = live;
+            self.sweep(&live);
+            *known = live;
         }
         for (i, node) in snapshot.nodes.iter().enumerate() {
             let name = node.name();

@@ -112,7 +112,11 @@ fn count(metrics: &Metrics, r: &Record) {
         }
         None => class.push_str("none"),
     }
-    metrics.count_request(pool, &class, r.node.as_deref(), code_class(r.status));
+    let node = r.node.as_deref().unwrap_or("none");
+    metrics
+        .requests
+        .with_label_values(&[pool, &class, node, code_class(r.status)])
+        .inc();
     if let Some(Class::Ambiguous(reason)) = r.class {
         metrics.played_safe.with_label_values(&[reason]).inc();
     }

@@ -88,8 +88,17 @@ enum Key {
 impl Kvp {
     /// Reads `application/x-www-form-urlencoded` pairs, adding to what is known.
     pub fn scan(mut self, input: &[u8]) -> Kvp {
-        for pair in input.split(|&b| b == b'&') {
-            let (name, value) = match pair.iter().position(|&b| b == b'=') {
+        let mut rest = input;
+        while !rest.is_empty() {
+            let pair = match memchr::memchr(b'&', rest) {
+                Some(i) => {
+                    let pair = &rest[..i];
+                    rest = &rest[i + 1..];
+                    pair
+                }
+                None => std::mem::take(&mut rest),
+            };
+            let (name, value) = match memchr::memchr(b'=', pair) {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
                 None => (pair, &b""[..]),
             };
@@ -155,6 +164,18 @@ enum Decoded {
 
 /// The key a raw name stands for, if routing cares about it.
 fn key(raw: &[u8]) -> Result<Option<Key>, Decoded> {
+    // Most names need no decoding: compare them as they are.
+    if memchr::memchr2(b'%', b'+', raw).is_none() {
+        if !raw.is_ascii() {
+            return Err(Decoded::NonAscii);
+        }
+        return Ok(match raw.len() {
+            7 if raw.eq_ignore_ascii_case(b"request") => Some(Key::Request),
+            7 if raw.eq_ignore_ascii_case(b"service") => Some(Key::Service),
+            6 if raw.eq_ignore_ascii_case(b"lockid") => Some(Key::LockId),
+            _ => None,
+        });
+    }
     // Decoded into a small buffer: the keys looked for are at most 7 bytes long.
     let mut buf = [0u8; 7];
     let mut len = 0usize;
@@ -183,7 +204,7 @@ fn key(raw: &[u8]) -> Result<Option<Key>, Decoded> {
 
 /// `%XX` and `+` decoded, as Tomcat's `UDecoder` does for parameters.
 fn decode(raw: &[u8]) -> Result<Cow<'_, [u8]>, Decoded> {
-    if !raw.iter().any(|&b| b == b'%' || b == b'+') {
+    if memchr::memchr2(b'%', b'+', raw).is_none() {
         return Ok(Cow::Borrowed(raw));
     }
     let mut out = Vec::with_capacity(raw.len());

@@ -791,6 +791,16 @@ impl Config {
             "routes: {} user rule(s) before the built-in table\n",
             self.routes.len()
         ));
+        let per_client = match self.limits.max_connections_per_client {
+            0 => String::new(),
+            n => format!(", {n} per client address"),
+        };
+        match self.limits.max_connections {
+            0 => out.push_str(&format!(
+                "client connections: at most half the open-file limit (set at start){per_client}\n"
+            )),
+            n => out.push_str(&format!("client connections: at most {n}{per_client}\n")),
+        }
         out
     }
 }

@@ -333,6 +333,8 @@ impl Proxy {
                     // The client's body broke, stalled or grew too large: its fault, not the
                     // node's. Nothing is recorded against the node, and nothing is retried.
                     if let Some(err) = body_error(&e) {
+                        // geolb answers; the node is not named in the record (nor its metrics).
+                        record.node = None;
                         return Err(err);
                     }
                     self.record(&node, false);

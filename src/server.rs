@@ -301,7 +301,11 @@ impl Supervisor {
                 let view = view.clone();
                 move |req: Request<Incoming>| {
                     let view = view.clone();
-                    async move { Ok::<_, Infallible>(view.handle(req).await) }
+                    async move {
+                        // In progress on its connection (the watchdog closes idle ones).
+                        let _in_progress = crate::conn::current().map(|a| a.begin());
+                        Ok::<_, Infallible>(view.handle(req).await)
+                    }
                 }
             },
         ));

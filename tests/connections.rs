@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -179,7 +179,7 @@ async fn a_client_that_stops_reading_is_cut_and_its_slot_freed() {
         closed_within(&mut s, Duration::from_secs(5)).await,
         "the connection was cut"
     );
-    let metrics = scrape_metrics(&h).await;
+    let metrics = h.scrape().await;
     assert!(
         metrics.contains("geolb_client_connections_closed_total{reason=\"stalled\"} 1"),
         "{metrics}"
@@ -256,13 +256,4 @@ async fn a_client_silent_during_the_look_ahead_gets_408() {
     assert!(r.starts_with("HTTP/1.1 408"), "{r}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(h.nodes.iter().all(|n| n.hits() == 0));
-}
-
-async fn scrape_metrics(h: &Harness) -> String {
-    let req = Request::builder()
-        .method(Method::GET)
-        .uri(format!("http://{}/metrics", h.geolb.admin))
-        .body(Full::new(Bytes::new()).boxed())
-        .unwrap();
-    send(&h.client, req).await.text()
 }

@@ -7,20 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use geolb::health::State;
 use geolb::sim::Mode;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Method, StatusCode};
 use support::*;
 
 async fn scrape(h: &Harness) -> String {
-    let req = Request::get(format!("http://{}/metrics", h.geolb.admin))
-        .body(Full::new(Bytes::new()).boxed())
-        .unwrap();
-    let r = send(&h.client, req).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert!(r
-        .header("content-type")
-        .starts_with("text/plain; version=0.0.4"));
-    r.text()
+    h.scrape().await
 }
 
 /// The value of the sample whose name and labels are exactly `series` (`name{a="b",…}`), or the

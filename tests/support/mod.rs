@@ -240,6 +240,21 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// A `/metrics` scrape (text format).
+    pub async fn scrape(&self) -> String {
+        let req = Request::get(format!("http://{}/metrics", self.geolb.admin))
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap();
+        let r = send(&self.client, req).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r
+            .header("content-type")
+            .starts_with("text/plain; version=0.0.4"));
+        r.text()
+    }
+}
+
 /// What came back.
 #[derive(Debug)]
 pub struct Reply {

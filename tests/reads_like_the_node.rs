@@ -719,7 +719,8 @@ fn whenever_the_node_would_write_a_replica_never_receives_it() {
         failure_persistence: None,
         ..ProptestConfig::default()
     });
-    let (reached_replica, reached_master) = (
+    let (reached_replica, reached_master, replica_over_h2) = (
+        std::sync::atomic::AtomicUsize::new(0),
         std::sync::atomic::AtomicUsize::new(0),
         std::sync::atomic::AtomicUsize::new(0),
     );
@@ -741,6 +742,9 @@ fn whenever_the_node_would_write_a_replica_never_receives_it() {
                 return Ok(());
             }
             reached_replica.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if over_h2 {
+                replica_over_h2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let received = node.last().expect("the replica recorded it");
             let reading = node_verdict(&received, "/geoserver");
             prop_assert!(
@@ -762,6 +766,8 @@ fn whenever_the_node_would_write_a_replica_never_receives_it() {
         replica > 20 && master > 20,
         "replicas {replica}, master {master}"
     );
+    let h2 = replica_over_h2.into_inner();
+    assert!(h2 > 5 && replica - h2 > 5, "over h2: {h2} of {replica}");
     assert!(nodes[1].count() + nodes[2].count() >= replica);
     rt.block_on(geolb.shutdown());
 }

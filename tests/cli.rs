@@ -635,3 +635,83 @@ fn check_validates_certificates_and_warns_about_expiry() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_raises_its_file_limit_and_caps_per_request_log_lines() {
+    let node = geolb::sim::SimNode::start("gs-master", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("geolb-limits");
+    let proxy = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "[listen]\nhttp = [\"{proxy}\"]\n[admin]\nlisten = \"127.0.0.1:{}\"\n[log]\naccess = false\n\
+         [health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n[[nodes]]\nname = \"gs-master\"\nurl = \"{}\"\nmaster = 1\n",
+        free_port(),
+        node.url()
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    let mut child = geolb()
+        .env("RUST_LOG", "geolb=info")
+        .env("NO_COLOR", "1")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The default cap comes from the open-file limit, raised to the hard limit.
+    let caps = lines
+        .iter()
+        .find(|l| l.contains("client connection caps"))
+        .expect("the caps are logged at start");
+    let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap().1;
+    let want = geolb::config::derived_max_connections(hard);
+    assert!(
+        caps.contains(&format!("max_connections={want}")),
+        "{caps} (hard limit {hard})"
+    );
+    // 200 refused requests (an encoded slash) log at most 20 lines a second, then say how many
+    // were held back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http_get(&proxy, "/geoserver/wms?request=GetMap")
+        .unwrap_or_default()
+        .starts_with("HTTP/1.1 200")
+    {
+        assert!(Instant::now() < deadline, "geolb did not start serving");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    for _ in 0..200 {
+        let answer = http_get(&proxy, "/geoserver/rest%2Fworkspaces").unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    let seconds = started.elapsed().as_secs() + 2;
+    // One more, in a later second: it reports what was held back.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let _ = http_get(&proxy, "/geoserver/rest%2Fworkspaces");
+    signal(&child, "-TERM");
+    wait_exit(&mut child, Duration::from_secs(10));
+    // Every line up to the end of its stderr.
+    let refused: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("request refused"))
+        .collect();
+    assert!(
+        refused.len() as u64 <= 20 * (seconds + 1) && refused.len() < 200,
+        "{} lines in {seconds} s",
+        refused.len()
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("held_back=") && !l.contains("held_back=0")),
+        "{refused:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

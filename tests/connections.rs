@@ -257,3 +257,31 @@ async fn a_client_silent_during_the_look_ahead_gets_408() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(h.nodes.iter().all(|n| n.hits() == 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_connection_is_closed_after_client_headers() {
+    let h = start("[timeouts]\nclient_headers = \"500ms\"\n").await;
+    let client: Client<_, TestBody> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = Request::get(h.url("/geoserver/wms?request=GetMap"))
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap();
+    assert_eq!(send(&client, req).await.status, StatusCode::OK);
+    assert_eq!(
+        h.geolb.open_connections(),
+        1,
+        "the h2 connection stays open"
+    );
+    wait_for(
+        "the idle h2 connection closed",
+        Duration::from_secs(5),
+        || h.geolb.open_connections() == 0,
+    )
+    .await;
+    let metrics = h.scrape().await;
+    assert!(
+        metrics.contains("geolb_client_connections_closed_total{reason=\"idle\"} 1"),
+        "{metrics}"
+    );
+}

@@ -1,4 +1,5 @@
-//! The hot pure functions of the request path: classifying a request and picking a node.
+//! The hot pure functions of the request path: classifying a request, picking a node, following
+//! the framing of a request head.
 //! Run: `cargo bench --bench hot_paths`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -89,5 +90,18 @@ fn pick(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, classify, pick);
+/// The framing guard following a keep-alive stream of GetMap heads (as a browser sends them).
+fn framing(c: &mut Criterion) {
+    let head = format!(
+        "GET /geoserver/wms?{GETMAP} HTTP/1.1\r\nHost: maps.example.org\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0\r\nAccept: image/avif,image/webp,*/*\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nReferer: https://maps.example.org/\r\nConnection: keep-alive\r\n\r\n"
+    );
+    let mut scanner = geolb::framing::Scanner::new(64 * 1024);
+    let mut group = c.benchmark_group("framing");
+    group.bench_function("getmap_head", |b| {
+        b.iter(|| scanner.feed(black_box(head.as_bytes())))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, classify, pick, framing);
 criterion_main!(benches);

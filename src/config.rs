@@ -1148,6 +1148,15 @@ mod tests {
         assert_eq!((c.health.rise, c.health.fall), (2, 3));
         assert_eq!(c.nodes[0].origin(), "http://127.0.0.1:8081");
         assert!(c.nodes[0].reads);
+        // Under Tomcat's keep-alive (20 s): geolb never reuses a connection the node is closing.
+        assert_eq!(c.forwarding.pool_idle_timeout, Dur::secs(15));
+        assert_eq!(
+            (
+                c.limits.max_connections,
+                c.limits.max_connections_per_client
+            ),
+            (0, 0)
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! geolb: a layer-7 load balancer for GeoServer clusters.
 //!
-//! The request path reads top to bottom: accept ([`server`], guarded by [`framing`]) → classify
-//! ([`classify`]) → pick ([`balance`] over the [`cluster`] snapshot) → forward ([`proxy`]) →
-//! record ([`record`], [`metrics`]). Health watchdogs ([`health`]) and passive failure reports
+//! The request path reads top to bottom: accept ([`server`]; each connection watched by [`conn`],
+//! guarded by [`framing`]) → classify ([`classify`]) → pick ([`balance`] over the [`cluster`]
+//! snapshot, waiting in a [`queue`] at `max_requests`) → forward ([`proxy`]) → record ([`record`],
+//! [`metrics`]). Health watchdogs ([`health`]) and passive failure reports
 //! feed the cluster task, which publishes new snapshots; [`admin`] shows and steers them.
 #![forbid(unsafe_code)]
 

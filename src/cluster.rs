@@ -232,7 +232,7 @@ pub struct Command {
 }
 
 /// Holds one in-flight slot on a node. When dropped at `max_requests`, the slot goes to the
-/// longest-waiting request that may use it, if any ([`Queues::hand_over`]).
+/// longest-waiting request that may use it, if any (`Queues::hand_over`).
 #[derive(Debug)]
 pub struct InFlight(Arc<Node>);
 

@@ -12,9 +12,9 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::body::ResponseBody;
 use crate::cluster::{Action, Command, CommandError, Snapshot};
 use crate::metrics::Metrics;
-use crate::proxy::ResponseBody;
 use crate::server::{ReloadRequest, Source};
 
 /// The status page: one self-contained file (no external assets), refreshing itself from `/status`.

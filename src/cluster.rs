@@ -752,7 +752,7 @@ impl Cluster {
         }
         let node = m.node.clone();
         if !passive_ejection_allowed(already, total, percent) {
-            static KEPT: crate::error::LogBudget = crate::error::LogBudget::new(1);
+            static KEPT: crate::log::LogBudget = crate::log::LogBudget::new(1);
             let Some(held_back) = KEPT.allow() else {
                 return;
             };

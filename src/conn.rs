@@ -241,8 +241,7 @@ pub async fn drive<C: Future>(
 }
 
 fn log_stall(limit_ms: u64) {
-    static CUT: crate::error::LogBudget =
-        crate::error::LogBudget::new(crate::error::PER_REQUEST_LINES);
+    static CUT: crate::log::LogBudget = crate::log::LogBudget::new(crate::log::PER_REQUEST_LINES);
     if let Some(held_back) = CUT.allow() {
         tracing::info!(
             after_ms = limit_ms,

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod body;
 pub mod classify;
 pub mod cluster;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod discover;
 pub mod error;
 pub mod framing;
 pub mod health;
+pub mod log;
 pub mod metrics;
 pub mod proxy;
 pub mod queue;

@@ -2,7 +2,6 @@
 //! another node. Bodies stream both ways; only the classifier's bounded look-ahead is held, and it
 //! is replayed to the node ahead of the rest.
 
-mod body;
 mod headers;
 
 use std::collections::VecDeque;
@@ -34,8 +33,9 @@ use crate::metrics::Metrics;
 use crate::queue::{Queues, Waiter};
 use crate::record::{request_id, Record, Recorder};
 
-pub use body::{
-    await_response, BodyError, Done, ForwardBody, IdleTimer, LentBody, ResponseBody, Stall, Upload,
+use crate::body::{
+    await_response, BodyError, Done, ForwardBody, IdleTimer, Lent, LentBody, ResponseBody, Stall,
+    Upload,
 };
 pub use headers::{prepare_request_headers, rewrite_location, strip_hop_by_hop};
 
@@ -306,7 +306,7 @@ impl Proxy {
             )
             .await;
             // A body the attempt never read comes back for the next one.
-            body = body.or_else(|| lent.and_then(body::Lent::take_back));
+            body = body.or_else(|| lent.and_then(Lent::take_back));
 
             // record
             let failure = match sent {
@@ -655,7 +655,7 @@ async fn lookahead(
             Some(Err(e)) => {
                 return Err(match e.downcast::<BodyError>() {
                     Ok(err) => ProxyError::from(*err),
-                    Err(e) => ProxyError::ClientBody(crate::error::chain(&*e)),
+                    Err(e) => ProxyError::ClientBody(crate::log::chain(&*e)),
                 })
             }
             None => None,

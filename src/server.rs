@@ -21,13 +21,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
+use crate::body::ResponseBody;
 use crate::cluster::{Cluster, Reconfigure, Snapshot};
 use crate::config::Config;
 use crate::conn::{Activity, Executor, Gate, Stop};
 use crate::discover::{Resolve, SystemResolver};
 use crate::framing::{Verdicts, Watched};
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, ResponseBody};
+use crate::proxy::Proxy;
 use crate::queue::Queues;
 use crate::record::Recorder;
 
@@ -569,7 +570,7 @@ async fn serve<MakeSvc, Svc, Fut>(
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    static FAILED: crate::error::LogBudget = crate::error::LogBudget::new(1);
+                    static FAILED: crate::log::LogBudget = crate::log::LogBudget::new(1);
                     if let Some(held_back) = FAILED.allow() {
                         tracing::warn!(error = %e, held_back, "accept failed");
                     }

@@ -263,9 +263,9 @@ impl ForwardBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             // hyper's own errors on the client's stream: aborted, or malformed chunked framing.
-            Poll::Ready(Some(Err(e))) if !e.is::<BodyError>() => Poll::Ready(Some(Err(
-                BodyError::Client(crate::error::chain(&*e)).into(),
-            ))),
+            Poll::Ready(Some(Err(e))) if !e.is::<BodyError>() => {
+                Poll::Ready(Some(Err(BodyError::Client(crate::log::chain(&*e)).into())))
+            }
             other => other,
         }
     }
@@ -524,8 +524,8 @@ impl Body for ResponseBody {
                     None => idle.poll(body, cx),
                 };
                 if matches!(&polled, Poll::Ready(Some(Err(e))) if e.is::<BodyError>()) {
-                    static CUT: crate::error::LogBudget =
-                        crate::error::LogBudget::new(crate::error::PER_REQUEST_LINES);
+                    static CUT: crate::log::LogBudget =
+                        crate::log::LogBudget::new(crate::log::PER_REQUEST_LINES);
                     if let Some(held_back) = CUT.allow() {
                         tracing::warn!(after = ?idle.after, held_back, "response body idle: cut");
                     }

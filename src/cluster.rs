@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::balance::{pick_p2c, pick_round_robin, slow_start_weight};
 use crate::classify::Classifier;
 use crate::config::{Balance, Config, DiscoverSpec, Failback, NodeSpec, Pool};
+use crate::control::{Action, Command, CommandError, Reconfigure, Report};
 use crate::discover::{self, Discovered, Resolve};
 use crate::health::{self, CheckResult, HealthState, Observation, State};
 use crate::metrics::Metrics;
@@ -188,49 +189,6 @@ impl Mode {
     }
 }
 
-/// An operator's command to the cluster task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Drain,
-    Disable,
-    Enable,
-    Promote,
-    Check,
-}
-
-impl Action {
-    pub fn parse(word: &str) -> Option<Action> {
-        Some(match word {
-            "drain" => Action::Drain,
-            "disable" => Action::Disable,
-            "enable" => Action::Enable,
-            "promote" => Action::Promote,
-            "check" => Action::Check,
-            _ => return None,
-        })
-    }
-}
-
-/// Why a command was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    #[error("no node named `{0}`")]
-    UnknownNode(String),
-    #[error("`{0}` is not a master candidate")]
-    NotCandidate(String),
-    #[error("`{0}` is not up and active: it cannot be master now")]
-    NotReady(String),
-    #[error("the cluster task is not running")]
-    Stopped,
-}
-
-/// A command and where its answer goes.
-pub struct Command {
-    pub node: String,
-    pub action: Action,
-    pub reply: tokio::sync::oneshot::Sender<Result<(), CommandError>>,
-}
-
 /// Holds one in-flight slot on a node. When dropped at `max_requests`, the slot goes to the
 /// longest-waiting request that may use it, if any (`Queues::hand_over`).
 #[derive(Debug)]
@@ -402,13 +360,6 @@ pub fn passive_ejection_allowed(already: usize, total: usize, percent: u32) -> b
     already < cap && already + 1 < total
 }
 
-/// A report from the data path to the cluster task.
-#[derive(Debug)]
-pub enum Report {
-    /// `consecutive_failures` live failures in a row on this node (by id).
-    Failing { node: u64, failures: u32 },
-}
-
 /// A node of the cluster as the cluster task keeps it.
 struct Member {
     node: Arc<Node>,
@@ -425,12 +376,6 @@ impl Drop for Member {
     fn drop(&mut self) {
         self.watchdog.abort();
     }
-}
-
-/// A new configuration for the cluster task, and where to say it is in force.
-pub struct Reconfigure {
-    pub config: Arc<Config>,
-    pub done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// The live cluster: the published snapshot and what builds it. One task owns it; watchdogs,

@@ -14,6 +14,7 @@ pub mod classify;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod discover;
 pub mod error;
 pub mod framing;

@@ -192,7 +192,7 @@ async fn run(config: Config, file: PathBuf) -> ExitCode {
     // SIGHUP reloads the config file (an invalid one is refused and logged); SIGINT/SIGTERM stop.
     while signals.recv().await == server::Signal::Reload {
         tracing::info!("SIGHUP: reloading the configuration");
-        let _ = running.reload(server::Source::File).await;
+        let _ = running.reload(geolb::control::Source::File).await;
     }
     tracing::info!("stopping: no new connections; letting in-flight requests finish (a second signal exits at once)");
     tokio::select! {

@@ -26,8 +26,9 @@ use tokio::sync::mpsc;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::classify::{Route, Verdict};
-use crate::cluster::{Acquire, InFlight, Node, Report};
+use crate::cluster::{Acquire, InFlight, Node};
 use crate::config::{ClassTimeouts, Config, Pool};
+use crate::control::Report;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::queue::{Queues, Waiter};

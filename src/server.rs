@@ -22,9 +22,10 @@ use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::body::ResponseBody;
-use crate::cluster::{Cluster, Reconfigure, Snapshot};
+use crate::cluster::{Cluster, Snapshot};
 use crate::config::Config;
 use crate::conn::{Activity, Executor, Gate, Stop};
+use crate::control::{Reconfigure, ReloadRequest, Source};
 use crate::discover::{Resolve, SystemResolver};
 use crate::framing::{Verdicts, Watched};
 use crate::metrics::Metrics;
@@ -45,21 +46,6 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]
     NodeTls(String),
-}
-
-/// Where a reload takes its configuration from.
-#[derive(Debug)]
-pub enum Source {
-    /// Read the file again (with the `GEOLB_*` overrides), as `geolb check` would.
-    File,
-    /// This configuration, already parsed.
-    Given(Box<Config>),
-}
-
-/// A reload asked of the supervisor, and where its outcome goes.
-pub struct ReloadRequest {
-    pub source: Source,
-    pub reply: oneshot::Sender<Result<(), String>>,
 }
 
 /// A running geolb: its bound addresses and what steers it.

@@ -270,7 +270,7 @@ async fn a_node_that_leaves_takes_its_series_with_it() {
     // gs-a leaves the configuration: gs-b becomes master.
     let text = config_text(&defs[1..], &h.nodes[1..], &Options::default());
     h.geolb
-        .reload(geolb::server::Source::Given(Box::new(
+        .reload(geolb::control::Source::Given(Box::new(
             geolb::config::Config::parse(&text).unwrap(),
         )))
         .await

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use geolb::config::Config;
-use geolb::server::Source;
+use geolb::control::Source;
 use http::StatusCode;
 use support::*;
 

@@ -320,7 +320,7 @@ async fn round_robin_keeps_its_turn_across_snapshots() {
         // A reload publishes a new snapshot between two requests.
         let config = geolb::config::Config::parse(&text).unwrap();
         h.geolb
-            .reload(geolb::server::Source::Given(Box::new(config)))
+            .reload(geolb::control::Source::Given(Box::new(config)))
             .await
             .unwrap();
     }

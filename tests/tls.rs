@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use geolb::config::Config;
-use geolb::server::Source;
+use geolb::control::Source;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};

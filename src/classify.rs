@@ -19,7 +19,7 @@ use std::fmt;
 
 use http::{HeaderMap, Method};
 
-use crate::config::{Pool, RouteRule};
+use serde::Deserialize;
 
 pub mod kvp;
 pub mod media;
@@ -29,6 +29,29 @@ pub mod xml;
 use kvp::{Kvp, Ops};
 use media::BodyKind;
 use path::PathReading;
+
+/// Which pool a request goes to.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Pool {
+    /// Any healthy node that serves reads, active/active.
+    Reads,
+    /// The current master, in failover order.
+    Master,
+}
+
+/// `[[routes]]`: a user rule, evaluated in order before the built-in table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// Matches when the request path starts with this (the full path, context included).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Matches when the method is one of these (upper case). Empty: any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub pool: Pool,
+}
 
 /// Where a request goes and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

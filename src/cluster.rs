@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::balance::{pick_p2c, pick_round_robin, slow_start_weight};
 use crate::classify::Classifier;
-use crate::config::{Balance, Config, DiscoverSpec, Failback, NodeSpec, Pool};
+use crate::classify::Pool;
+use crate::config::{Balance, Config, DiscoverSpec, Failback, NodeSpec};
 use crate::control::{Action, Command, CommandError, Reconfigure, Report};
 use crate::discover::{self, Discovered, Resolve};
 use crate::health::{self, CheckResult, HealthState, Observation, State};

@@ -13,6 +13,8 @@ use http::Uri;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+use crate::classify::{Pool, RouteRule};
+
 pub mod env;
 
 /// The configuration geolb runs with when none is given: used by `geolb demo` as a template.
@@ -182,29 +184,6 @@ impl Default for Routing {
             slow_start: Dur::secs(30),
         }
     }
-}
-
-/// Which pool a request goes to.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Pool {
-    /// Any healthy node that serves reads, active/active.
-    Reads,
-    /// The current master, in failover order.
-    Master,
-}
-
-/// `[[routes]]`: a user rule, evaluated in order before the built-in table.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteRule {
-    /// Matches when the request path starts with this (the full path, context included).
-    #[serde(default)]
-    pub prefix: Option<String>,
-    /// Matches when the method is one of these (upper case). Empty: any method.
-    #[serde(default)]
-    pub methods: Vec<String>,
-    pub pool: Pool,
 }
 
 /// `[health]`: the active watchdog, one per node.

@@ -10,8 +10,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::classify::Pool;
 use crate::cluster::Snapshot;
-use crate::config::Pool;
 use crate::health::State;
 
 /// Every metric geolb exports.

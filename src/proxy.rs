@@ -25,9 +25,10 @@ use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tower::retry::budget::{Budget, TpsBudget};
 
+use crate::classify::Pool;
 use crate::classify::{Route, Verdict};
 use crate::cluster::{Acquire, InFlight, Node};
-use crate::config::{ClassTimeouts, Config, Pool};
+use crate::config::{ClassTimeouts, Config};
 use crate::control::Report;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;

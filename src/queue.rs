@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use crate::classify::Pool;
 use crate::cluster::{InFlight, Node};
-use crate::config::Pool;
 
 /// The wait queues of both pools.
 #[derive(Debug, Default)]

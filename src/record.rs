@@ -14,7 +14,8 @@ use http::{HeaderValue, Method};
 use tokio::sync::mpsc;
 
 use crate::classify::Class;
-use crate::config::{LogFormat, LogSettings, Pool};
+use crate::classify::Pool;
+use crate::config::{LogFormat, LogSettings};
 use crate::metrics::{code_class, Metrics};
 
 /// One answered request.

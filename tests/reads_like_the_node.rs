@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use geolb::classify::Classifier;
-use geolb::config::Pool;
+use geolb::classify::Pool;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use http_body_util::{BodyExt, Full};
 use node_model::{node_verdict, NodeRequest};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use geolb::classify::Classifier;
-use geolb::config::Pool;
+use geolb::classify::Pool;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use support::*;

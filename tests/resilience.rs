@@ -363,7 +363,7 @@ async fn queued_requests_are_served_first_come_first_served() {
         waiting.push(slow(20, tag));
         // Each joins the queue before the next one comes.
         wait_for("queued", Duration::from_secs(5), || {
-            h.geolb.queues().waiting(geolb::config::Pool::Reads) == tag
+            h.geolb.queues().waiting(geolb::classify::Pool::Reads) == tag
         })
         .await;
     }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use geolb::classify::{Classifier, Verdict};
-use geolb::config::Pool;
+use geolb::classify::Pool;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use libfuzzer_sys::fuzz_target;
 

@@ -13,8 +13,7 @@ use http::uri::Authority;
 use tokio::sync::{mpsc, Notify};
 
 use crate::balance::{pick_p2c, pick_round_robin, slow_start_weight};
-use crate::classify::Classifier;
-use crate::classify::Pool;
+use crate::classify::{Classifier, Pool};
 use crate::config::{Balance, Config, DiscoverSpec, Failback, NodeSpec};
 use crate::control::{Action, Command, CommandError, Reconfigure, Report};
 use crate::discover::{self, Discovered, Resolve};

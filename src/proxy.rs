@@ -25,8 +25,7 @@ use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::classify::Pool;
-use crate::classify::{Route, Verdict};
+use crate::classify::{Pool, Route, Verdict};
 use crate::cluster::{Acquire, InFlight, Node};
 use crate::config::{ClassTimeouts, Config};
 use crate::control::Report;

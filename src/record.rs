@@ -13,8 +13,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Method};
 use tokio::sync::mpsc;
 
-use crate::classify::Class;
-use crate::classify::Pool;
+use crate::classify::{Class, Pool};
 use crate::config::{LogFormat, LogSettings};
 use crate::metrics::{code_class, Metrics};
 

@@ -109,7 +109,8 @@ impl Admin {
                 json_reply(StatusCode::OK, &status(&snapshot))
             }
             (&Method::GET | &Method::HEAD, "/metrics") => {
-                let text = self.metrics.render(&self.cluster.load());
+                self.cluster.load().export(&self.metrics);
+                let text = self.metrics.render();
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -301,6 +301,20 @@ impl Snapshot {
         }
     }
 
+    /// Sets the node gauges (on publish, and at scrape time for the requests in flight).
+    pub fn export(&self, metrics: &Metrics) {
+        metrics.keep_nodes(self.nodes.iter().map(|n| n.name().to_string()).collect());
+        for (i, node) in self.nodes.iter().enumerate() {
+            metrics.set_node(
+                node.name(),
+                self.role(i),
+                self.states[i] == State::Up,
+                self.master == Some(i),
+                node.in_flight(),
+            );
+        }
+    }
+
     /// The role of the node at `position`: `master`, `candidate` or `replica`.
     pub fn role(&self, position: usize) -> &'static str {
         if self.master == Some(position) {
@@ -877,7 +891,7 @@ impl Cluster {
             };
             node.serving.store(reads | master, Ordering::Relaxed);
         }
-        self.metrics.observe_snapshot(&snapshot);
+        snapshot.export(&self.metrics);
         self.shared.store(snapshot);
         // A reload may have lifted or raised `max_requests`: queued requests look again.
         self.queues.wake_all();

@@ -1,6 +1,7 @@
-//! Prometheus metrics, `geolb_` prefixed, in base units. The request path never looks a metric up by
-//! label: it increments handles resolved here once, or leaves the work to the recorder task
-//! ([`crate::record`]) and the cluster task.
+//! Prometheus metrics, `geolb_` prefixed, in base units. A leaf: it knows no other module (the
+//! cluster snapshot sets its own gauges through [`Metrics::keep_nodes`] and [`Metrics::set_node`]).
+//! The request path never looks a metric up by label: it increments handles resolved here once, or
+//! leaves the work to the recorder task and the cluster task.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -9,10 +10,6 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::classify::Pool;
-use crate::cluster::Snapshot;
-use crate::health::State;
 
 /// Every metric geolb exports.
 pub struct Metrics {
@@ -211,52 +208,38 @@ impl Metrics {
         }
     }
 
-    pub fn retries(&self, pool: Pool) -> &IntCounter {
-        match pool {
-            Pool::Reads => &self.retries_reads,
-            Pool::Master => &self.retries_master,
+    /// The nodes in the cluster now: the series of any other node are removed (also those a
+    /// request finishing after its node left made again).
+    pub fn keep_nodes(&self, live: HashSet<String>) {
+        let mut known = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for node in known.difference(&live) {
+            self.forget(node);
         }
+        self.sweep(&live);
+        *known = live;
     }
 
-    /// Sets the node gauges from a snapshot (on publish and at scrape time); removes the series of
-    /// nodes that left (also those a request finishing after its node left made again).
-    pub fn observe_snapshot(&self, snapshot: &Snapshot) {
-        {
-            let mut known = self.live.lock().unwrap_or_else(|p| p.into_inner());
-            let live: HashSet<String> = snapshot
-                .nodes
-                .iter()
-                .map(|n| n.name().to_string())
-                .collect();
-            for node in known.difference(&live) {
-                self.forget(node);
+    /// Sets a node's gauges: its role (`master`, `candidate`, `replica`), whether it is up and the
+    /// master, its requests in flight.
+    pub fn set_node(&self, name: &str, role: &str, up: bool, master: bool, in_flight: usize) {
+        for other in ["master", "candidate", "replica"] {
+            if other != role {
+                let _ = self.node_up.remove_label_values(&[name, other]);
             }
-            self.sweep(&live);
-            *known = live;
         }
-        for (i, node) in snapshot.nodes.iter().enumerate() {
-            let name = node.name();
-            let role = snapshot.role(i);
-            for other in ["master", "candidate", "replica"] {
-                if other != role {
-                    let _ = self.node_up.remove_label_values(&[name, other]);
-                }
-            }
-            self.node_up
-                .with_label_values(&[name, role])
-                .set(i64::from(snapshot.states[i] == State::Up));
-            self.master
-                .with_label_values(&[name])
-                .set(i64::from(snapshot.master == Some(i)));
-            self.in_flight
-                .with_label_values(&[name])
-                .set(node.in_flight() as i64);
-        }
+        self.node_up
+            .with_label_values(&[name, role])
+            .set(i64::from(up));
+        self.master
+            .with_label_values(&[name])
+            .set(i64::from(master));
+        self.in_flight
+            .with_label_values(&[name])
+            .set(in_flight as i64);
     }
 
     /// The text exposition format.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
-        self.observe_snapshot(snapshot);
+    pub fn render(&self) -> String {
         let mut out = Vec::new();
         if TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

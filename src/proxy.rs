@@ -363,7 +363,10 @@ impl Proxy {
                 self.metrics().budget_exhausted.inc();
                 return self.give_up(failure, (client_host.as_ref(), proto), timeouts);
             }
-            self.metrics().retries(route.pool).inc();
+            match route.pool {
+                Pool::Reads => self.metrics().retries_reads.inc(),
+                Pool::Master => self.metrics().retries_master.inc(),
+            }
             let node = failure.node();
             tracing::debug!(
                 node = node.name(),

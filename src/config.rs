@@ -482,7 +482,7 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
-    fn at(key: impl Into<String>, line: Option<usize>, message: impl Into<String>) -> Self {
+    pub fn at(key: impl Into<String>, line: Option<usize>, message: impl Into<String>) -> Self {
         ConfigError {
             file: None,
             key: Some(key.into()),
@@ -594,42 +594,16 @@ impl Config {
             }
         };
         let overridden = env::any(vars);
-        let check_tls = |config: Config| -> Result<Config, ConfigError> {
-            // `geolb check` and reloads load the certificates: a bad one is refused up front.
-            if !config.tls.certs.is_empty() {
-                crate::tls::server_config(&config.tls.certs).map_err(|e| ConfigError {
-                    file: file.clone(),
-                    key: Some(format!("tls.certs[{}].{}", e.index, e.key)),
-                    line: None,
-                    message: e.message,
-                })?;
-            }
-            let https_nodes =
-                config.nodes.iter().any(|n| n.tls) || config.discover.iter().any(|d| d.tls);
-            if https_nodes
-                || config.forwarding.ca_bundle.is_some()
-                || config.forwarding.client_cert.is_some()
-            {
-                crate::tls::client_config(&config.forwarding).map_err(|message| ConfigError {
-                    file: file.clone(),
-                    key: None,
-                    line: None,
-                    message,
-                })?;
-            }
-            Ok(config)
-        };
         let text = env::apply(&text, vars).map_err(|e| ConfigError {
             file: file.clone(),
             ..e
         })?;
-        let config = Config::parse(&text).map_err(|e| ConfigError {
+        Config::parse(&text).map_err(|e| ConfigError {
             file: file.clone(),
             // Lines of a rewritten config do not match the file's.
             line: if overridden { None } else { e.line },
             ..e
-        })?;
-        check_tls(config)
+        })
     }
 
     /// Parses and validates config text.

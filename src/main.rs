@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use geolb::config::Config;
+use geolb::config::{Config, ConfigError};
 use geolb::server;
 use geolb::sim::SimNode;
 
@@ -65,7 +65,14 @@ fn main() -> ExitCode {
         )
         .init();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => match Config::load(&cli.config) {
+        Command::Check => match Config::load(&cli.config).and_then(|config| {
+            // The certificates and keys too, as a start would load them.
+            geolb::tls::check(&config).map_err(|e| ConfigError {
+                file: Some(cli.config.display().to_string()),
+                ..e
+            })?;
+            Ok(config)
+        }) {
             Ok(config) => {
                 // Write errors (a closed pipe: `geolb check | head -1`) are not worth a panic.
                 use std::io::Write;

@@ -13,7 +13,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use crate::config::TlsCert;
+use crate::config::{Config, ConfigError, TlsCert};
 
 /// Why a certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +119,27 @@ pub fn server_config(certs: &[TlsCert]) -> Result<Arc<ServerConfig>, TlsError> {
         .with_cert_resolver(Arc::new(Certificates { certs: loaded }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Loads every certificate and key the configuration names, as `geolb check` does before a start:
+/// the error names the key at fault (`tls.certs[1].key`).
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    if !config.tls.certs.is_empty() {
+        server_config(&config.tls.certs).map_err(|e| {
+            ConfigError::at(format!("tls.certs[{}].{}", e.index, e.key), None, e.message)
+        })?;
+    }
+    let https_nodes = config.nodes.iter().any(|n| n.tls) || config.discover.iter().any(|d| d.tls);
+    let f = &config.forwarding;
+    if https_nodes || f.ca_bundle.is_some() || f.client_cert.is_some() {
+        client_config(f).map_err(|message| ConfigError {
+            file: None,
+            key: None,
+            line: None,
+            message,
+        })?;
+    }
+    Ok(())
 }
 
 /// When each certificate (its leaf) stops being valid, in config order; `None` when a file cannot

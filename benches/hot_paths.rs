@@ -3,8 +3,8 @@
 //! Run: `cargo bench --bench hot_paths`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use geolb::balance::{pick_p2c, pick_round_robin};
 use geolb::classify::Classifier;
+use geolb::cluster::balance::{pick_p2c, pick_round_robin};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method};
 

@@ -8,21 +8,17 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod balance;
 pub mod body;
 pub mod classify;
 pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod control;
-pub mod discover;
 pub mod error;
 pub mod framing;
-pub mod health;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
-pub mod queue;
 pub mod record;
 pub mod server;
 pub mod sim;

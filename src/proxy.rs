@@ -26,12 +26,11 @@ use tokio::sync::mpsc;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::classify::{Pool, Route, Verdict};
-use crate::cluster::{Acquire, InFlight, Node};
+use crate::cluster::{Acquire, InFlight, Node, Queues, Waiter};
 use crate::config::{ClassTimeouts, Config};
 use crate::control::Report;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::queue::{Queues, Waiter};
 use crate::record::{request_id, Record, Recorder};
 
 use crate::body::{

@@ -22,15 +22,14 @@ use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::body::ResponseBody;
-use crate::cluster::{Cluster, Snapshot};
+use crate::cluster::discover::{Resolve, SystemResolver};
+use crate::cluster::{Cluster, Queues, Snapshot};
 use crate::config::Config;
 use crate::conn::{Activity, Executor, Gate, Stop};
 use crate::control::{Reconfigure, ReloadRequest, Source};
-use crate::discover::{Resolve, SystemResolver};
 use crate::framing::{Verdicts, Watched};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::queue::Queues;
 use crate::record::Recorder;
 
 /// Why geolb could not start, or a reload could not bind a listener.

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use geolb::health::State;
+use geolb::cluster::health::State;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use support::*;

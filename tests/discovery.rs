@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use geolb::cluster::discover::{Lookup, Resolve};
+use geolb::cluster::health::State;
 use geolb::config::Config;
-use geolb::discover::{Lookup, Resolve};
-use geolb::health::State;
 use geolb::sim::SimNode;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};

@@ -127,7 +127,7 @@ async fn after_a_framing_flaw_nothing_more_is_served_on_the_connection() {
         })
         .await;
     }
-    assert_eq!(h.state("gs-master"), geolb::health::State::Up);
+    assert_eq!(h.state("gs-master"), geolb::cluster::health::State::Up);
     assert_eq!(h.geolb.snapshot().master().map(|n| n.id), Some(master.id));
 }
 
@@ -270,7 +270,7 @@ async fn malformed_and_aborted_uploads_never_eject_the_master() {
         })
         .await;
     }
-    assert_eq!(h.state("gs-master"), geolb::health::State::Up);
+    assert_eq!(h.state("gs-master"), geolb::cluster::health::State::Up);
     assert_eq!(h.master().as_deref(), Some("gs-master"));
     assert!(master.last_ejection().is_none(), "never ejected");
     // geolb answered them itself: no node is named for them.

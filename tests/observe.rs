@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use geolb::health::State;
+use geolb::cluster::health::State;
 use geolb::sim::Mode;
 use http::{Method, StatusCode};
 use support::*;

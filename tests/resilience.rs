@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use geolb::health::State;
+use geolb::cluster::health::State;
 use geolb::sim::Mode;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};

@@ -144,7 +144,7 @@ async fn start(extra: &str) -> (Harness, geolb::server::Running) {
                 .snapshot()
                 .states
                 .iter()
-                .all(|s| *s == geolb::health::State::Up)
+                .all(|s| *s == geolb::cluster::health::State::Up)
         },
     )
     .await;
@@ -363,7 +363,7 @@ async fn behind_tls(
 /// Waits until the front geolb's only node is up.
 async fn first_node_up(front: &geolb::server::Running, what: &str) {
     wait_for(what, std::time::Duration::from_secs(5), || {
-        front.snapshot().states.first() == Some(&geolb::health::State::Up)
+        front.snapshot().states.first() == Some(&geolb::cluster::health::State::Up)
     })
     .await;
 }
@@ -549,7 +549,10 @@ async fn a_client_certificate_is_presented_to_nodes_that_ask_for_one() {
         },
     )
     .await;
-    assert_eq!(front.snapshot().states[0], geolb::health::State::Down);
+    assert_eq!(
+        front.snapshot().states[0],
+        geolb::cluster::health::State::Down
+    );
     front.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

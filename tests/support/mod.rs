@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use geolb::cluster::health::State;
 use geolb::config::Config;
-use geolb::health::State;
 use geolb::server::{self, Running};
 use geolb::sim::SimNode;
 use http::{HeaderMap, Method, Request, StatusCode};

@@ -1,0 +1,132 @@
+//! The routing state a request reads: one immutable [`Snapshot`] published through `arc-swap`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::balance::{pick_p2c, pick_round_robin, slow_start_weight};
+use super::health::State;
+use super::node::{InFlight, Mode, Node};
+use crate::classify::{Classifier, Pool};
+use crate::config::{Balance, Config};
+use crate::metrics::Metrics;
+
+/// The outcome of asking a pool for a node.
+#[derive(Debug)]
+pub enum Acquire {
+    Got(Arc<Node>, InFlight),
+    /// Every eligible node is at `max_requests`: wait for a slot.
+    Busy,
+    /// No node can take it: the pool is empty, or every node in it was tried already.
+    Empty,
+}
+
+/// Everything a request needs to be routed, immutable once published.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The configuration in force (limits, timeouts, retries… for the request path).
+    pub config: Arc<Config>,
+    pub nodes: Arc<[Arc<Node>]>,
+    /// Each node's health, by index.
+    pub states: Box<[State]>,
+    /// What the operator said of each node, by index.
+    pub modes: Box<[Mode]>,
+    /// Indices of the healthy nodes that serve reads.
+    pub readers: Box<[usize]>,
+    /// Index of the current master.
+    pub master: Option<usize>,
+    pub classifier: Arc<Classifier>,
+    pub balance: Balance,
+    /// When each node was re-admitted after being down, while its slow start may still run.
+    pub(super) admitted: Box<[Option<Instant>]>,
+    pub(super) slow_start: Duration,
+    /// Round-robin position, shared by every snapshot (a publish does not restart the turn).
+    pub(super) ticket: Arc<AtomicUsize>,
+}
+
+impl Snapshot {
+    /// Takes a slot on a node of `pool`: a reader not in `tried` (node ids) and under
+    /// `limits.max_requests`, or the master.
+    pub fn acquire(&self, pool: Pool, tried: &[u64], rng: &mut fastrand::Rng) -> Acquire {
+        let max = self.config.limits.max_requests;
+        let position = match pool {
+            Pool::Master => match self.master {
+                Some(i) => i,
+                None => return Acquire::Empty,
+            },
+            Pool::Reads => {
+                let readers = &self.readers;
+                if readers.iter().all(|&i| tried.contains(&self.nodes[i].id)) {
+                    return Acquire::Empty;
+                }
+                let now = self.admitted.iter().any(Option::is_some).then(Instant::now);
+                let cand = |r: usize| {
+                    let i = readers[r];
+                    let node = &self.nodes[i];
+                    let load = node.in_flight();
+                    if tried.contains(&node.id) || (max > 0 && load >= max) {
+                        return None;
+                    }
+                    let weight = match (now, self.admitted[i]) {
+                        (Some(now), Some(at)) => {
+                            slow_start_weight(now.saturating_duration_since(at), self.slow_start)
+                        }
+                        _ => 1.0,
+                    };
+                    Some((load, weight))
+                };
+                let picked = match self.balance {
+                    Balance::LeastOutstanding => pick_p2c(readers.len(), rng, cand),
+                    Balance::RoundRobin => {
+                        let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
+                        pick_round_robin(readers.len(), ticket, rng, cand)
+                    }
+                };
+                match picked {
+                    Some(r) => readers[r],
+                    None => return Acquire::Busy,
+                }
+            }
+        };
+        debug_assert_eq!(self.states[position], State::Up);
+        let node = &self.nodes[position];
+        match node.try_start_request(max) {
+            Some(slot) => Acquire::Got(node.clone(), slot),
+            None => Acquire::Busy,
+        }
+    }
+
+    /// Sets the node gauges (on publish, and at scrape time for the requests in flight).
+    pub fn export(&self, metrics: &Metrics) {
+        metrics.keep_nodes(self.nodes.iter().map(|n| n.name().to_string()).collect());
+        for (i, node) in self.nodes.iter().enumerate() {
+            metrics.set_node(
+                node.name(),
+                self.role(i),
+                self.states[i] == State::Up,
+                self.master == Some(i),
+                node.in_flight(),
+            );
+        }
+    }
+
+    /// The role of the node at `position`: `master`, `candidate` or `replica`.
+    pub fn role(&self, position: usize) -> &'static str {
+        if self.master == Some(position) {
+            "master"
+        } else if self.nodes[position].spec.master.is_some() {
+            "candidate"
+        } else {
+            "replica"
+        }
+    }
+
+    /// The position of the node with this id.
+    pub fn position(&self, id: u64) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    pub fn master(&self) -> Option<&Arc<Node>> {
+        self.master.map(|i| &self.nodes[i])
+    }
+}

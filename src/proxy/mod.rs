@@ -3,6 +3,7 @@
 //! is replayed to the node ahead of the rest.
 
 mod headers;
+mod lookahead;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Version};
@@ -25,7 +26,7 @@ use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::classify::{Pool, Route, Verdict};
+use crate::classify::{Pool, Verdict};
 use crate::cluster::{Acquire, InFlight, Node, Queues, Waiter};
 use crate::config::{ClassTimeouts, Config};
 use crate::control::Report;
@@ -38,6 +39,7 @@ use crate::body::{
     Upload,
 };
 pub use headers::{prepare_request_headers, rewrite_location, strip_hop_by_hop};
+use lookahead::lookahead;
 
 use crate::cluster::Snapshot;
 
@@ -635,61 +637,6 @@ impl From<BodyError> for ProxyError {
             BodyError::TooLarge(max) => ProxyError::BodyTooLarge(max),
             BodyError::Idle(after) => ProxyError::ClientIdle(after),
             BodyError::Client(why) => ProxyError::ClientBody(why),
-        }
-    }
-}
-
-/// The frames read for classification, and the rest of the body.
-type Peeked = (VecDeque<Frame<Bytes>>, Incoming);
-
-/// Reads body frames until `decide` returns a route (it must once `lookahead` bytes are seen, or at
-/// the end), then hands back those frames and the rest. A client silent for `idle` gets 408.
-async fn lookahead(
-    mut body: Incoming,
-    idle: Duration,
-    mut decide: impl FnMut(&[u8], bool) -> Option<Route>,
-) -> Result<(Route, Peeked), ProxyError> {
-    let mut frames = VecDeque::new();
-    let mut scratch = BytesMut::new();
-    let mut timer = IdleTimer::new(idle);
-    loop {
-        let frame = match std::future::poll_fn(|cx| timer.poll(&mut body, cx)).await {
-            Some(Ok(frame)) => Some(frame),
-            Some(Err(e)) => {
-                return Err(match e.downcast::<BodyError>() {
-                    Ok(err) => ProxyError::from(*err),
-                    Err(e) => ProxyError::ClientBody(crate::log::chain(&*e)),
-                })
-            }
-            None => None,
-        };
-        let complete = frame.is_none() || body.is_end_stream();
-        let data = frame
-            .as_ref()
-            .and_then(Frame::data_ref)
-            .cloned()
-            .unwrap_or_default();
-        // The common case, a body whose first frame decides, is classified without a copy.
-        let decided = if scratch.is_empty() {
-            decide(&data, complete)
-        } else {
-            scratch.extend_from_slice(&data);
-            decide(&scratch, complete)
-        };
-        if let Some(frame) = frame {
-            frames.push_back(frame);
-        }
-        if let Some(route) = decided {
-            return Ok((route, (frames, body)));
-        }
-        if scratch.is_empty() {
-            scratch.extend_from_slice(&data);
-        }
-        if complete {
-            // `decide` always answers for a complete body; this is only a guard.
-            return Err(ProxyError::BadRequest(
-                "request body could not be classified",
-            ));
         }
     }
 }

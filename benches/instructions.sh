@@ -6,6 +6,8 @@
 #   bash benches/instructions.sh                  # the working tree, and haproxy
 #   bash benches/instructions.sh 5d0505c HEAD     # two commits (built in temporary worktrees)
 #   HAPROXY=0 bash benches/instructions.sh        # geolb only
+#   PROFILE=/tmp/cg HAPROXY=0 bash benches/instructions.sh   # keep the callgrind profile of the
+#                                                  # long run (callgrind_annotate --inclusive=yes)
 #
 # The setup of shared/notes/profile.md: one nginx node serving a 1 KiB answer to a GetMap, the
 # proxy in front of it with one worker thread (geolb: TOKIO_WORKER_THREADS=1, access log off;
@@ -141,6 +143,7 @@ measure() {
         strace) pkill -TERM -P "$pid" ;;
     esac
     wait "$pid" || true
+    if [[ -n ${PROFILE:-} && $tool == callgrind && $n -gt 1000 ]]; then cp "$out" "$PROFILE"; fi
     case $tool in
         callgrind) callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }' ;;
         strace) awk '$NF == "total" { print $(NF-2) }' "$out" ;;

@@ -12,10 +12,10 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::body::ResponseBody;
 use crate::cluster::Snapshot;
 use crate::control::{Action, Command, CommandError, ReloadRequest, Source};
 use crate::metrics::Metrics;
+use crate::response::ResponseBody;
 
 /// The status page: one self-contained file (no external assets), refreshing itself from `/status`.
 const STATUS_PAGE: &str = include_str!("status.html");

@@ -1,27 +1,20 @@
-//! Bodies in flight: the request body sent to a node (look-ahead replayed first, idle timeout, size
-//! limit), lent to one attempt and given back if the attempt never read it, and the response body
-//! streamed to the client (holding the node's in-flight slot, idle timeout).
+//! Request bodies on their way to a node: the look-ahead replayed first, then the rest streamed,
+//! with an idle timeout and a size limit; lent to one attempt and given back if the attempt never
+//! read it. (The response side is [`crate::response`].)
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
-
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
-
-use crate::cluster::InFlight;
-use crate::conn::{Activity, InProgress};
-use crate::record::{Record, Recorder};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -128,7 +121,7 @@ pub async fn await_response<F: Future>(
 /// Fails a body that makes no progress for `after`. The timer is armed only when the body waits,
 /// so a body that is ready at once never touches the clock.
 pub struct IdleTimer {
-    after: Duration,
+    pub after: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     progressed: bool,
 }
@@ -146,6 +139,21 @@ impl IdleTimer {
         self.progressed = true;
     }
 
+    /// Passes on what a body gave, noting progress.
+    pub fn took(
+        &mut self,
+        frame: Option<Result<Frame<Bytes>, hyper::Error>>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match frame {
+            Some(Ok(frame)) => {
+                self.progress();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            None => Poll::Ready(None),
+        }
+    }
+
     /// Polls `body`, failing it with [`BodyError::Idle`] once it has been silent for `after`.
     pub fn poll(
         &mut self,
@@ -153,12 +161,7 @@ impl IdleTimer {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match Pin::new(body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                self.progress();
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(frame) => self.took(frame),
             Poll::Pending if self.expired(cx) => {
                 Poll::Ready(Some(Err(BodyError::Idle(self.after).into())))
             }
@@ -167,7 +170,7 @@ impl IdleTimer {
     }
 
     /// Called when the body is pending: true once it has been silent for `after`.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+    pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = tokio::time::Instant::now() + self.after;
         match &mut self.sleep {
             None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -396,164 +399,6 @@ impl Body for LentBody {
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
-    }
-}
-
-/// A response body to a client, and the record of its request, sent to the recorder when the
-/// body is done (sent, or dropped on a broken connection).
-pub struct ResponseBody {
-    inner: Inner,
-    done: Option<Done>,
-}
-
-enum Inner {
-    /// Streamed from a node, holding its in-flight slot.
-    Upstream {
-        body: Incoming,
-        idle: IdleTimer,
-        _in_flight: InFlight,
-        /// Tells the connection or stream it is sent on when the body waits for the client.
-        watch: Option<(Arc<Activity>, Arc<BodyWaker>, Waker)>,
-    },
-    /// Made by geolb.
-    Local(Full<Bytes>),
-}
-
-/// The waker a node's response body wakes: marks the data as waiting for the client, then wakes
-/// whoever sends the response.
-pub struct BodyWaker {
-    activity: Arc<Activity>,
-    consumer: atomic_waker::AtomicWaker,
-}
-
-impl std::task::Wake for BodyWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.activity.ready();
-        self.consumer.wake();
-    }
-}
-
-/// What finishes a request's record.
-pub struct Done {
-    pub record: Record,
-    pub started: Instant,
-    /// Request body bytes, counted as they stream (only for requests that have a body).
-    pub received: Option<Arc<AtomicU64>>,
-    pub recorder: Arc<Recorder>,
-    /// The request is in progress on its connection until then.
-    pub in_progress: Option<InProgress>,
-}
-
-impl ResponseBody {
-    pub fn text(text: impl Into<Bytes>) -> Self {
-        ResponseBody {
-            inner: Inner::Local(Full::new(text.into())),
-            done: None,
-        }
-    }
-
-    /// A node's response body. The client must take each frame within the idle timeout, or the
-    /// connection's watchdog cuts it ([`crate::conn`]).
-    pub fn upstream(body: Incoming, idle: IdleTimer, in_flight: InFlight) -> Self {
-        let watch = crate::conn::current().map(|activity| {
-            activity.streaming(idle.after);
-            let body_waker = Arc::new(BodyWaker {
-                activity: activity.clone(),
-                consumer: atomic_waker::AtomicWaker::new(),
-            });
-            let waker = Waker::from(body_waker.clone());
-            (activity, body_waker, waker)
-        });
-        ResponseBody {
-            inner: Inner::Upstream {
-                body,
-                idle,
-                _in_flight: in_flight,
-                watch,
-            },
-            done: None,
-        }
-    }
-
-    /// Records the request when this body is done.
-    pub fn recorded(mut self, done: Done) -> Self {
-        self.done = Some(done);
-        self
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        if let Some(mut done) = self.done.take() {
-            done.record.duration = done.started.elapsed();
-            done.record.received += done.received.map_or(0, |r| r.load(Ordering::Relaxed));
-            done.recorder.record(done.record);
-        }
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let polled = match &mut this.inner {
-            Inner::Upstream {
-                body, idle, watch, ..
-            } => {
-                let polled = match watch {
-                    // The node's body wakes `BodyWaker`, which marks the stream as waiting for the
-                    // client until it polls again: a client that stops reading leaves it marked.
-                    Some((activity, body_waker, waker)) => {
-                        activity.taken();
-                        body_waker.consumer.register(cx.waker());
-                        let polled = idle.poll(body, &mut Context::from_waker(waker));
-                        if let Poll::Ready(Some(Ok(_))) = &polled {
-                            activity.gave();
-                        }
-                        polled
-                    }
-                    None => idle.poll(body, cx),
-                };
-                if matches!(&polled, Poll::Ready(Some(Err(e))) if e.is::<BodyError>()) {
-                    static CUT: crate::log::LogBudget =
-                        crate::log::LogBudget::new(crate::log::PER_REQUEST_LINES);
-                    if let Some(held_back) = CUT.allow() {
-                        tracing::warn!(after = ?idle.after, held_back, "response body idle: cut");
-                    }
-                }
-                polled
-            }
-            Inner::Local(full) => Pin::new(full)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
-        };
-        if let (Poll::Ready(Some(Ok(frame))), Some(done)) = (&polled, &mut this.done) {
-            done.record.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Upstream { body, .. } => body.is_end_stream(),
-            Inner::Local(full) => full.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Upstream { body, .. } => body.size_hint(),
-            Inner::Local(full) => full.size_hint(),
-        }
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
 
-use crate::body::ResponseBody;
 use crate::log::{chain, LogBudget, PER_REQUEST_LINES};
+use crate::response::ResponseBody;
 
 /// A request that could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +23,7 @@ pub enum ProxyError {
     #[error("node {node} failed: {}", chain(source))]
     Upstream {
         node: String,
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::Error,
     },
     /// The node sent no response headers in time.
     #[error("node {node} did not answer within {after:?}")]

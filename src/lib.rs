@@ -20,6 +20,8 @@ pub mod log;
 pub mod metrics;
 pub mod proxy;
 pub mod record;
+pub mod response;
 pub mod server;
 pub mod sim;
 pub mod tls;
+pub mod upstream;

@@ -21,7 +21,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
-use crate::body::ResponseBody;
 use crate::cluster::discover::{Resolve, SystemResolver};
 use crate::cluster::{Cluster, Queues, Snapshot};
 use crate::config::Config;
@@ -31,6 +30,7 @@ use crate::framing::{Verdicts, Watched};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::record::Recorder;
+use crate::response::ResponseBody;
 
 /// Why geolb could not start, or a reload could not bind a listener.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +118,6 @@ pub async fn start_with(
         cluster.reporter(),
         queues.clone(),
         recorder.clone(),
-        node_tls,
     ));
     let (reloads, reload_rx) = mpsc::channel(4);
     let admin_view = Arc::new(Admin::new(

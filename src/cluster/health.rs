@@ -10,10 +10,11 @@ use http::uri::Authority;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::node::Node;
 use crate::config::Health;
+use crate::upstream::{self, NodeTls};
 
 /// The `User-Agent` of every probe, so nodes (and their logs) can tell probes from traffic.
 pub const PROBE_USER_AGENT: &str = concat!("geolb-health/", env!("CARGO_PKG_VERSION"));
@@ -129,11 +130,7 @@ pub struct CheckResult {
 /// Probes `authority` once: a fresh connection, `GET path`, status and body checked, all within
 /// `health.timeout`. A failure is a connect error, a timeout, an unexpected status, or a body without
 /// `expect_body`.
-pub async fn probe(
-    authority: &Authority,
-    health: &Health,
-    tls: Option<&tokio_rustls::TlsConnector>,
-) -> CheckResult {
+pub async fn probe(authority: &Authority, health: &Health, tls: Option<&NodeTls>) -> CheckResult {
     let started = Instant::now();
     let outcome = tokio::time::timeout(health.timeout.0, probe_inner(authority, health, tls)).await;
     let latency = started.elapsed();
@@ -156,30 +153,13 @@ pub async fn probe(
 async fn probe_inner(
     authority: &Authority,
     health: &Health,
-    tls: Option<&tokio_rustls::TlsConnector>,
+    tls: Option<&NodeTls>,
 ) -> Result<u16, String> {
-    let stream = TcpStream::connect(authority.as_str())
+    // The probe's own timeout bounds the whole check, the connection included.
+    let stream = upstream::connect(authority, tls, health.timeout.0)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    match tls {
-        None => probe_over(stream, authority, health).await,
-        Some(connector) => {
-            let name = rustls::pki_types::ServerName::try_from(
-                authority
-                    .host()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-            )
-            .map_err(|e| format!("TLS: {e}"))?;
-            let stream = connector
-                .connect(name, stream)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
-            probe_over(stream, authority, health).await
-        }
-    }
+        .map_err(|e| e.to_string())?;
+    probe_over(stream, authority, health).await
 }
 
 /// The check itself, over a connection (plain or TLS).
@@ -272,25 +252,29 @@ pub struct Observation {
     pub result: CheckResult,
 }
 
-/// Probes one node every `interval`, and at once when `recheck` is notified, reporting each
-/// result. Ends when the receiver is gone.
+/// Probes one node every `interval`, and at once when its `recheck` is notified, reporting each
+/// result; closes the node's idle connections that expired or that the node closed. Ends when the
+/// receiver is gone.
 pub async fn watchdog(
-    node: u64,
-    authority: Authority,
+    node: std::sync::Arc<Node>,
     health: Health,
     report: mpsc::Sender<Observation>,
-    recheck: std::sync::Arc<tokio::sync::Notify>,
-    tls: Option<tokio_rustls::TlsConnector>,
+    tls: Option<NodeTls>,
 ) {
     let mut ticker = tokio::time::interval(health.interval.0);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = recheck.notified() => ticker.reset(),
+            _ = node.recheck.notified() => ticker.reset(),
         }
-        let result = probe(&authority, &health, tls.as_ref()).await;
-        if report.send(Observation { node, result }).await.is_err() {
+        node.upstream.sweep();
+        let result = probe(node.authority(), &health, tls.as_ref()).await;
+        let observation = Observation {
+            node: node.id,
+            result,
+        };
+        if report.send(observation).await.is_err() {
             return;
         }
     }

@@ -26,6 +26,7 @@ use crate::classify::Classifier;
 use crate::config::{Config, DiscoverSpec, Failback, NodeSpec};
 use crate::control::{Action, Command, CommandError, Reconfigure, Report};
 use crate::metrics::Metrics;
+use crate::upstream::NodeTls;
 use discover::{Discovered, Resolve};
 use elect::{elect, passive_ejection_allowed, Candidate};
 use health::{HealthState, Observation, State};
@@ -70,7 +71,7 @@ pub struct Cluster {
     reconfigure_tx: mpsc::Sender<Reconfigure>,
     resolver: Arc<dyn Resolve>,
     /// How watchdogs speak to `https://` nodes.
-    node_tls: tokio_rustls::TlsConnector,
+    node_tls: NodeTls,
     /// One resolver task per `discover = "dns"` entry, by entry name.
     resolvers: HashMap<String, (DiscoverSpec, tokio::task::AbortHandle)>,
     /// The last non-empty answer of each entry.
@@ -115,6 +116,7 @@ impl Cluster {
             admitted: Box::new([]),
             slow_start: config.routing.slow_start.0,
             ticket: Arc::new(AtomicUsize::new(0)),
+            node_tls: NodeTls::new(node_tls.clone()),
         };
         let mut cluster = Cluster {
             shared: Arc::new(ArcSwap::from_pointee(snapshot)),
@@ -131,7 +133,7 @@ impl Cluster {
             reconfigures,
             reconfigure_tx,
             resolver,
-            node_tls: tokio_rustls::TlsConnector::from(node_tls),
+            node_tls: NodeTls::new(node_tls),
             resolvers: HashMap::new(),
             discovered: HashMap::new(),
             discoveries,
@@ -263,11 +265,15 @@ impl Cluster {
                     }
                 }
             };
-            // A reload may set or lift `max_requests` for every node.
+            // A reload may set or lift `max_requests` for every node, or change the idle time.
             member
                 .node
                 .capped
                 .store(config.limits.max_requests > 0, Ordering::Relaxed);
+            member
+                .node
+                .upstream
+                .set_max_idle(config.forwarding.pool_idle_timeout.0);
             self.members.push(member);
         }
         for gone in &old {
@@ -302,11 +308,9 @@ impl Cluster {
 
     fn watch(&self, node: &Arc<Node>, config: &Config) -> tokio::task::AbortHandle {
         tokio::spawn(health::watchdog(
-            node.id,
-            node.authority().clone(),
+            node.clone(),
             config.health.clone(),
             self.observation_tx.clone(),
-            node.recheck.clone(),
             node.spec.tls.then(|| self.node_tls.clone()),
         ))
         .abort_handle()
@@ -536,6 +540,7 @@ impl Cluster {
             admitted: self.members.iter().map(|m| m.admitted).collect(),
             slow_start: ramp,
             ticket: old.ticket.clone(),
+            node_tls: self.node_tls.clone(),
         });
         for (i, node) in snapshot.nodes.iter().enumerate() {
             node.set_serving(snapshot.readers.contains(&i), snapshot.master == Some(i));

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use super::health::CheckResult;
 use crate::classify::Pool;
 use crate::config::NodeSpec;
+use crate::upstream;
 
 /// One configured GeoServer node. Shared by every snapshot; its counters live as long as it does.
 #[derive(Debug)]
@@ -44,6 +45,8 @@ pub struct Node {
     pub(super) capped: AtomicBool,
     /// The pools the node serves in the snapshot in force ([`SERVES_READS`], [`SERVES_MASTER`]).
     pub(super) serving: AtomicU8,
+    /// Its idle keep-alive connections.
+    pub upstream: upstream::Pool,
 }
 
 const SERVES_READS: u8 = 1;
@@ -67,6 +70,7 @@ impl Node {
             queues,
             capped: AtomicBool::new(false),
             serving: AtomicU8::new(0),
+            upstream: upstream::Pool::default(),
         }
     }
 

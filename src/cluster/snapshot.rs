@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub(super) slow_start: Duration,
     /// Round-robin position, shared by every snapshot (a publish does not restart the turn).
     pub(super) ticket: Arc<AtomicUsize>,
+    /// How `https://` nodes are spoken to (`forwarding.ca_bundle`, `client_cert`…).
+    pub node_tls: crate::upstream::NodeTls,
 }
 
 impl Snapshot {

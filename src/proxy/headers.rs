@@ -5,11 +5,10 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::Uri;
 
 use crate::cluster::Node;
-use crate::error::ProxyError;
 
 /// The host and port the client addressed: `Host`, or the HTTP/2 `:authority`.
 pub fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
@@ -22,21 +21,14 @@ pub fn client_host(parts: &http::request::Parts) -> Option<HeaderValue> {
     }
 }
 
-pub fn node_uri(
-    authority: &Authority,
-    tls: bool,
-    path_and_query: Option<&PathAndQuery>,
-) -> Result<Uri, ProxyError> {
-    Uri::builder()
-        .scheme(if tls { Scheme::HTTPS } else { Scheme::HTTP })
-        .authority(authority.clone())
-        .path_and_query(
-            path_and_query
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        )
-        .build()
-        .map_err(|_| ProxyError::BadRequest("invalid request target"))
+/// The request target sent to a node: origin-form (`/path?query`), as a server expects it from a
+/// client (an absolute-form target makes Tomcat ignore `Host`).
+pub fn node_target(path_and_query: Option<&PathAndQuery>) -> Uri {
+    Uri::from(
+        path_and_query
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    )
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -18,10 +18,6 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Version};
 use http_body::{Body as _, Frame};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -35,9 +31,10 @@ use crate::metrics::Metrics;
 use crate::record::{request_id, Record, Recorder};
 
 use crate::body::{
-    await_response, BodyError, Done, ForwardBody, IdleTimer, Lent, LentBody, ResponseBody, Stall,
-    Upload,
+    await_response, BodyError, ForwardBody, IdleTimer, Lent, LentBody, Stall, Upload,
 };
+use crate::response::{Done, ResponseBody};
+use crate::upstream::{self, Conn};
 pub use headers::{prepare_request_headers, rewrite_location, strip_hop_by_hop};
 use lookahead::lookahead;
 
@@ -46,8 +43,6 @@ use crate::cluster::Snapshot;
 /// The client-facing request handler, shared by every connection of the plain listeners.
 pub struct Proxy {
     cluster: Arc<ArcSwap<Snapshot>>,
-    /// Pooled keep-alive connections to the nodes (connect timeout and idle time fixed at start).
-    client: Client<HttpsConnector<HttpConnector>, LentBody>,
     reports: mpsc::Sender<Report>,
     queues: Arc<Queues>,
     queued: AtomicUsize,
@@ -60,11 +55,11 @@ static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request
 /// How one attempt on a node failed (always by the node's doing: the client's faults are errors).
 enum Failure {
     /// The node answered 502, 503 or 504: worth another node.
-    Status(Response<Incoming>, Arc<Node>, InFlight),
+    Status(Response<Incoming>, Conn, Arc<Node>, InFlight),
     /// The same, once its response, slot and connection were let go for a retry.
     Answered(Arc<Node>, http::StatusCode),
-    Connect(Arc<Node>, hyper_util::client::legacy::Error),
-    Io(Arc<Node>, hyper_util::client::legacy::Error),
+    Connect(Arc<Node>, upstream::Error),
+    Io(Arc<Node>, upstream::Error),
     Timeout(Arc<Node>, Stall),
 }
 
@@ -75,22 +70,7 @@ impl Proxy {
         reports: mpsc::Sender<Report>,
         queues: Arc<Queues>,
         recorder: Arc<Recorder>,
-        node_tls: Arc<rustls::ClientConfig>,
     ) -> Proxy {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.timeouts.connect.0));
-        // https:// node URLs pass through it to the TLS layer.
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*node_tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.forwarding.pool_idle_timeout.0)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
         let r = &config.retries;
         let budget = TpsBudget::new(
             r.budget_window.0,
@@ -99,7 +79,6 @@ impl Proxy {
         );
         Proxy {
             cluster,
-            client,
             reports,
             queues,
             recorder,
@@ -209,7 +188,6 @@ impl Proxy {
                 (route, frames.0, frames.1)
             }
         };
-        drop(snapshot);
         record.pool = Some(route.pool);
         record.class = Some(route.class);
         tracing::debug!(method = %parts.method, path = parts.uri.path(), pool = ?route.pool, class = %route.class, "classified");
@@ -296,12 +274,22 @@ impl Proxy {
             };
             let mut request = Request::new(attempt_body);
             *request.method_mut() = parts.method.clone();
-            *request.uri_mut() =
-                headers::node_uri(node.authority(), node.spec.tls, parts.uri.path_and_query())?;
+            *request.uri_mut() = headers::node_target(parts.uri.path_and_query());
             *request.version_mut() = Version::HTTP_11;
             *request.headers_mut() = parts.headers.clone();
+            if !request.headers().contains_key(header::HOST) {
+                // An HTTP/1.0 client that named no host: the node's own name.
+                if let Ok(host) = HeaderValue::from_str(node.authority().as_str()) {
+                    request.headers_mut().insert(header::HOST, host);
+                }
+            }
+            let dest = upstream::Dest {
+                authority: node.authority(),
+                tls: node.spec.tls.then_some(&snapshot.node_tls),
+                connect_timeout: config.timeouts.connect.0,
+            };
             let sent = await_response(
-                self.client.request(request),
+                node.upstream.send(&dest, request),
                 upload.as_deref(),
                 timeouts.headers.0,
                 timeouts.idle.0,
@@ -312,7 +300,7 @@ impl Proxy {
 
             // record
             let failure = match sent {
-                Ok(Ok(response)) => {
+                Ok(Ok((response, conn))) => {
                     let status = response.status();
                     // Only gateway errors count against the node: GeoServer answers 500 to many
                     // client mistakes (a bad SLD, a duplicate layer…), and a client must not be
@@ -321,14 +309,13 @@ impl Proxy {
                     self.record(&node, !failed);
                     if !failed {
                         return Ok(respond(
-                            response,
-                            node,
+                            (response, conn),
                             slot,
                             (client_host.as_ref(), proto),
                             timeouts,
                         ));
                     }
-                    Failure::Status(response, node, slot)
+                    Failure::Status(response, conn, node, slot)
                 }
                 Ok(Err(e)) => {
                     drop(slot);
@@ -390,8 +377,8 @@ impl Proxy {
         timeouts: ClassTimeouts,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         match failure {
-            Failure::Status(response, node, slot) => {
-                Ok(respond(response, node, slot, client, timeouts))
+            Failure::Status(response, conn, _, slot) => {
+                Ok(respond((response, conn), slot, client, timeouts))
             }
             Failure::Answered(node, status) => Err(ProxyError::Answered {
                 node: node.name().to_string(),
@@ -500,7 +487,7 @@ impl Proxy {
 impl Failure {
     fn node(&self) -> &Arc<Node> {
         match self {
-            Failure::Status(_, node, _)
+            Failure::Status(_, _, node, _)
             | Failure::Answered(node, _)
             | Failure::Connect(node, _)
             | Failure::Io(node, _)
@@ -511,7 +498,7 @@ impl Failure {
     /// Keeps what the answer to the client needs, and frees the node's slot and connection.
     fn let_go(self) -> Failure {
         match self {
-            Failure::Status(response, node, _slot) => Failure::Answered(node, response.status()),
+            Failure::Status(response, _, node, _) => Failure::Answered(node, response.status()),
             other => other,
         }
     }
@@ -604,8 +591,7 @@ type Addressed<'a> = (Option<&'a HeaderValue>, &'static str);
 /// The response to the client: node headers cleaned, body streamed with the idle timeout, the
 /// in-flight slot held until it ends.
 fn respond(
-    response: Response<Incoming>,
-    node: Arc<Node>,
+    (response, conn): (Response<Incoming>, Conn),
     slot: InFlight,
     (client_host, proto): Addressed<'_>,
     timeouts: ClassTimeouts,
@@ -613,15 +599,15 @@ fn respond(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(host) = client_host {
-        rewrite_location(&mut parts.headers, &node, host, proto);
+        rewrite_location(&mut parts.headers, slot.node(), host, proto);
     }
-    let body = ResponseBody::upstream(body, IdleTimer::new(timeouts.idle.0), slot);
+    let body = ResponseBody::upstream(body, conn, IdleTimer::new(timeouts.idle.0), slot);
     Response::from_parts(parts, body)
 }
 
-/// The client's body errors (broken, idle, too large) inside an error of the node's client.
-fn body_error(err: &hyper_util::client::legacy::Error) -> Option<ProxyError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+/// The client's body errors (broken, idle, too large) inside an error of the exchange with a node.
+fn body_error(err: &upstream::Error) -> Option<ProxyError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
         if let Some(body) = e.downcast_ref::<BodyError>() {
             return Some(ProxyError::from(body.clone()));

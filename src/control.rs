@@ -54,6 +54,9 @@ pub struct Command {
 /// A new configuration for the cluster task, and where to say it is in force.
 pub struct Reconfigure {
     pub config: Arc<Config>,
+    /// How to speak TLS to `https://` nodes, built from the new configuration (certificate files
+    /// are read again: a rotated CA bundle or client certificate is put in force).
+    pub node_tls: Arc<rustls::ClientConfig>,
     pub done: oneshot::Sender<()>,
 }
 

@@ -113,7 +113,6 @@ pub async fn start_with(
     let shared = cluster.shared();
     let recorder = Arc::new(Recorder::start(config.log.clone(), metrics.clone()));
     let proxy = Arc::new(Proxy::new(
-        &config,
         shared.clone(),
         cluster.reporter(),
         queues.clone(),
@@ -344,19 +343,13 @@ impl Supervisor {
                 None => return Err("geolb was not started from a config file".into()),
             },
         };
-        let fixed = self.config.restart_only_changes(&config);
-        if !fixed.is_empty() {
-            return Err(format!(
-                "{} changed: read once at start, a restart puts it in force",
-                fixed.join(", ")
-            ));
-        }
         // Certificates first, then bind what is new, before changing anything: a bad certificate
         // or a busy port refuses the whole reload.
         let tls = match config.tls.certs.is_empty() {
             true => None,
             false => Some(crate::tls::server_config(&config.tls.certs).map_err(|e| e.to_string())?),
         };
+        let node_tls = crate::tls::client_config(&config.forwarding)?;
         let mut new_listeners = Vec::new();
         for (addrs, secure) in [(&config.listen.http, false), (&config.listen.https, true)] {
             let served = if secure { &self.https } else { &self.http };
@@ -394,6 +387,7 @@ impl Supervisor {
         self.reconfigure
             .send(Reconfigure {
                 config: config.clone(),
+                node_tls,
                 done,
             })
             .await

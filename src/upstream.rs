@@ -289,7 +289,8 @@ impl Pool {
             .store(max_idle.as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn max_idle(&self) -> Duration {
+    /// How long idle connections are kept.
+    pub fn max_idle(&self) -> Duration {
         Duration::from_millis(self.max_idle_ms.load(Ordering::Relaxed))
     }
 

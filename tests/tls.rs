@@ -345,19 +345,24 @@ async fn behind_tls(
     let node_cert = certificate(&dir, "node", &["localhost"]);
     let spare = certificate(&dir, "spare", &["spare.test"]);
     let (h, tls_node) = start(&tls_options(&node_cert, &spare)).await;
+    let front = geolb::server::start(front_config(forwarding, &tls_node, &dir))
+        .await
+        .unwrap();
+    (h, tls_node, front, dir)
+}
+
+/// The front geolb's config: the https node of [`behind_tls`] (certificates in `dir`), with
+/// `forwarding` (`@CA@`: the node's CA; `@OTHER@`: another one).
+fn front_config(forwarding: &str, tls_node: &geolb::server::Running, dir: &Path) -> Config {
     let text = format!(
         "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = false\n\
          [health]\ninterval = \"100ms\"\ntimeout = \"500ms\"\n[forwarding]\n{forwarding}\n\
          [[nodes]]\nname = \"gs-tls\"\nurl = \"https://localhost:{}\"\nmaster = 1\n",
         tls_node.https[0].port()
     )
-    .replace("@CA@", &node_cert.0.display().to_string())
-    .replace("@OTHER@", &spare.0.display().to_string());
-    let front =
-        geolb::server::start(Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}")))
-            .await
-            .unwrap();
-    (h, tls_node, front, dir)
+    .replace("@CA@", &dir.join("node.crt").display().to_string())
+    .replace("@OTHER@", &dir.join("spare.crt").display().to_string());
+    Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 /// Waits until the front geolb's only node is up.
@@ -439,6 +444,45 @@ async fn an_https_node_with_an_unknown_ca_is_never_admitted_and_the_check_says_w
         send(&client(), req).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
+    front.shutdown().await;
+    tls_node.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_puts_new_node_tls_settings_in_force() {
+    let (_h, tls_node, front, dir) = behind_tls("ca_bundle = \"@OTHER@\"").await;
+    // The node is not trusted: never admitted.
+    wait_for(
+        "the check reports the certificate",
+        std::time::Duration::from_secs(5),
+        || {
+            front.snapshot().nodes[0]
+                .last_check()
+                .is_some_and(|c| !c.ok && c.detail.contains("certificate"))
+        },
+    )
+    .await;
+    let trusting = front_config("ca_bundle = \"@CA@\"", &tls_node, &dir);
+    front
+        .reload(Source::Given(Box::new(trusting)))
+        .await
+        .expect("a new CA bundle reloads");
+    first_node_up(&front, "the node, trusted now, is admitted").await;
+    assert_eq!(getmap(&front).await.status, StatusCode::OK);
+    // And back: the pooled connections made under the old trust go; the node is ejected.
+    let distrusting = front_config("ca_bundle = \"@OTHER@\"", &tls_node, &dir);
+    front
+        .reload(Source::Given(Box::new(distrusting)))
+        .await
+        .expect("reloads");
+    wait_for(
+        "the node to be ejected",
+        std::time::Duration::from_secs(5),
+        || front.snapshot().states.first() == Some(&geolb::cluster::health::State::Down),
+    )
+    .await;
+    assert_ne!(getmap(&front).await.status, StatusCode::OK);
     front.shutdown().await;
     tls_node.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -140,7 +140,7 @@ impl Cluster {
             discovery_tx,
             metrics,
         };
-        cluster.reconfigure(config);
+        cluster.reconfigure(config, None);
         cluster
     }
 
@@ -178,7 +178,7 @@ impl Cluster {
                     }
                     Some(found) = self.discoveries.recv() => self.discovered(found),
                     Some(change) = self.reconfigures.recv() => {
-                        self.reconfigure(change.config);
+                        self.reconfigure(change.config, Some(change.node_tls));
                         let _ = change.done.send(());
                     }
                     else => return,
@@ -189,9 +189,18 @@ impl Cluster {
 
     /// Puts a configuration in force: nodes that stay (same name and spec) keep their health,
     /// mode and counters; new ones start unknown; removed ones get no new requests (those in flight
-    /// finish, holding the node). Routing, health and limits change for the next request.
-    pub fn reconfigure(&mut self, config: Arc<Config>) {
+    /// finish, holding the node). Routing, health, limits, timeouts and the node TLS change for
+    /// the next request; with new node TLS, `https://` nodes' idle connections are closed.
+    pub fn reconfigure(
+        &mut self,
+        config: Arc<Config>,
+        node_tls: Option<Arc<rustls::ClientConfig>>,
+    ) {
         let health_changed = config.health_differs(&self.config);
+        let tls_changed = node_tls.is_some();
+        if let Some(node_tls) = node_tls {
+            self.node_tls = NodeTls::new(node_tls);
+        }
         // Discovery: keep the resolvers (and last answers) of entries that stay as they were.
         self.resolvers.retain(|name, (spec, task)| {
             let keep = config.discover.iter().any(|d| d.name == *name && d == spec);
@@ -215,7 +224,7 @@ impl Cluster {
             }
         }
         self.config = config;
-        self.apply_nodes(health_changed);
+        self.apply_nodes(health_changed, tls_changed);
         let snapshot = self.shared.load_full();
         self.publish(&snapshot, Some(Arc::new(classifier(&self.config))));
     }
@@ -232,7 +241,9 @@ impl Cluster {
     }
 
     /// Makes the members match [`desired`](Self::desired).
-    fn apply_nodes(&mut self, restart_watchdogs: bool) {
+    /// `health_changed`: every watchdog restarts; `tls_changed`: those of `https://` nodes do,
+    /// and their idle connections (made with the old settings) are closed.
+    fn apply_nodes(&mut self, health_changed: bool, tls_changed: bool) {
         let desired = self.desired();
         let config = self.config.clone();
         let mut old: Vec<Member> = std::mem::take(&mut self.members);
@@ -243,7 +254,10 @@ impl Cluster {
                 .position(|m| m.node.spec == *spec)
                 .map(|i| old.swap_remove(i));
             let member = match kept {
-                Some(mut m) if restart_watchdogs => {
+                Some(mut m) if health_changed || (tls_changed && m.node.spec.tls) => {
+                    if m.node.spec.tls {
+                        m.node.upstream.clear();
+                    }
                     m.watchdog.abort();
                     m.watchdog = self.watch(&m.node, &config);
                     m
@@ -301,7 +315,7 @@ impl Cluster {
             "DNS answer changed"
         );
         self.discovered.insert(found.entry, found.addrs);
-        self.apply_nodes(false);
+        self.apply_nodes(false, false);
         let snapshot = self.shared.load_full();
         self.publish(&snapshot, None);
     }

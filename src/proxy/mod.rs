@@ -2,6 +2,7 @@
 //! another node. Bodies stream both ways; only the classifier's bounded look-ahead is held, and it
 //! is replayed to the node ahead of the rest.
 
+mod budget;
 mod headers;
 mod lookahead;
 
@@ -20,7 +21,6 @@ use http_body::{Body as _, Frame};
 use hyper::body::Incoming;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
-use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::classify::{Pool, Verdict};
 use crate::cluster::{Acquire, InFlight, Node, Queues, Waiter};
@@ -35,6 +35,7 @@ use crate::body::{
 };
 use crate::response::{Done, ResponseBody};
 use crate::upstream::{self, Conn};
+use budget::RetryBudget;
 pub use headers::{prepare_request_headers, rewrite_location, strip_hop_by_hop};
 use lookahead::lookahead;
 
@@ -46,7 +47,7 @@ pub struct Proxy {
     reports: mpsc::Sender<Report>,
     queues: Arc<Queues>,
     queued: AtomicUsize,
-    budget: TpsBudget,
+    budget: RetryBudget,
     recorder: Arc<Recorder>,
 }
 
@@ -65,25 +66,18 @@ enum Failure {
 
 impl Proxy {
     pub fn new(
-        config: &Config,
         cluster: Arc<ArcSwap<Snapshot>>,
         reports: mpsc::Sender<Report>,
         queues: Arc<Queues>,
         recorder: Arc<Recorder>,
     ) -> Proxy {
-        let r = &config.retries;
-        let budget = TpsBudget::new(
-            r.budget_window.0,
-            r.budget_min_per_second,
-            r.budget_percent as f32 / 100.0,
-        );
         Proxy {
             cluster,
             reports,
             queues,
             recorder,
             queued: AtomicUsize::new(0),
-            budget,
+            budget: RetryBudget::default(),
         }
     }
 
@@ -129,7 +123,7 @@ impl Proxy {
         } else if !secure && self.cluster.load().config.listen.redirect_https {
             Ok(redirect_to_https(&req, &self.cluster.load().config))
         } else {
-            self.forward(req, peer, secure, &mut record, &mut received)
+            self.forward(req, peer, secure, started, &mut record, &mut received)
                 .await
         };
         let mut response = result.unwrap_or_else(|err| {
@@ -158,6 +152,7 @@ impl Proxy {
         req: Request<Incoming>,
         peer: SocketAddr,
         secure: bool,
+        started: Instant,
         record: &mut Record,
         received: &mut Option<Arc<AtomicU64>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -224,7 +219,7 @@ impl Proxy {
             proto,
         );
         parts.version = Version::HTTP_11;
-        self.budget.deposit();
+        self.budget.deposit(started);
 
         let mut tried: Vec<u64> = Vec::new();
         let mut last: Option<Failure> = None;
@@ -347,7 +342,7 @@ impl Proxy {
             if !sendable || attempts > config.retries.max {
                 return self.give_up(failure, (client_host.as_ref(), proto), timeouts);
             }
-            if !self.budget.withdraw() {
+            if !self.budget.withdraw(Instant::now(), &config.retries) {
                 self.metrics().budget_exhausted.inc();
                 return self.give_up(failure, (client_host.as_ref(), proto), timeouts);
             }

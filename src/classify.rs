@@ -64,8 +64,23 @@ pub struct Route {
     pub rule: Option<usize>,
 }
 
+impl Route {
+    /// Why the request goes to its pool, in a word for the access log: `rule` (a `[[routes]]`
+    /// rule), `played-safe` (geolb could not be sure the node reads it as a read), `write`,
+    /// `stateful` (UI, REST, sessions: the master's), or `read`.
+    pub fn why(&self) -> &'static str {
+        match (self.rule, self.pool, self.class) {
+            (Some(_), _, _) => "rule",
+            (_, _, Class::Ambiguous(_)) => "played-safe",
+            (_, Pool::Master, _) if self.write => "write",
+            (_, Pool::Master, _) => "stateful",
+            (_, Pool::Reads, _) => "read",
+        }
+    }
+}
+
 /// What kind of request it is, for logs and metrics (`wms:GetMap`, `rest`, …).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Class {
     /// The Wicket web UI, `/` and `/index.html`.
     Ui,

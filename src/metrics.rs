@@ -47,6 +47,8 @@ pub struct Metrics {
     /// The nodes of the snapshot in force: series of any other node are removed (DNS-discovered
     /// nodes come and go: their series must not pile up).
     live: Mutex<HashSet<String>>,
+    /// Changes whenever the set of nodes does (series handles kept elsewhere are then stale).
+    nodes_changed: std::sync::atomic::AtomicU64,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -166,6 +168,7 @@ impl Metrics {
                 &["reason"],
             ),
             live: Mutex::default(),
+            nodes_changed: std::sync::atomic::AtomicU64::new(0),
             registry: r,
         }
     }
@@ -216,7 +219,18 @@ impl Metrics {
             self.forget(node);
         }
         self.sweep(&live);
+        if *known != live {
+            self.nodes_changed
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
         *known = live;
+    }
+
+    /// A number that changes whenever the set of nodes does: handles to per-node series taken
+    /// before a change may point at removed series.
+    pub fn nodes_generation(&self) -> u64 {
+        self.nodes_changed
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Sets a node's gauges: its role (`master`, `candidate`, `replica`), whether it is up and the

@@ -179,6 +179,8 @@ pub struct Conn {
     driver: Option<Pin<Box<Driver>>>,
     /// It carried a request before (a request it could not send may go on another one).
     reused: bool,
+    /// How long it took to open, for its first exchange.
+    opened_in: Option<Duration>,
 }
 
 impl Conn {
@@ -191,7 +193,13 @@ impl Conn {
             send,
             driver: Some(Box::pin(driver)),
             reused: false,
+            opened_in: None,
         })
+    }
+
+    /// How long connecting took, when this exchange opened the connection.
+    pub fn connect_time(&self) -> Option<Duration> {
+        self.opened_in
     }
 
     /// Moves the connection's bytes (request body out, response in): the response body's data
@@ -305,6 +313,7 @@ impl Pool {
         while let Some(Idle { mut conn, since }) = self.idle.pop() {
             if since.elapsed() < max_idle && conn.reusable() {
                 conn.reused = true;
+                conn.opened_in = None;
                 return Some(conn);
             }
         }
@@ -351,8 +360,11 @@ impl Pool {
             let conn = match self.checkout() {
                 Some(conn) => conn,
                 None => {
+                    let began = Instant::now();
                     let stream = connect(dest.authority, dest.tls, dest.connect_timeout).await?;
-                    Conn::open(stream).await?
+                    let mut conn = Conn::open(stream).await?;
+                    conn.opened_in = Some(began.elapsed());
+                    conn
                 }
             };
             let reused = conn.reused;

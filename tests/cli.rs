@@ -422,6 +422,18 @@ async fn the_access_log_has_one_json_line_per_request() {
     assert!(line["duration_ms"].as_f64().is_some());
     assert_eq!(line["retries"], 0);
     assert_eq!(line["request_id"].as_str().unwrap().len(), 32);
+    assert_eq!(line["why"], "read");
+    let (first_byte, total) = (
+        line["first_byte_ms"].as_f64().unwrap(),
+        line["duration_ms"].as_f64().unwrap(),
+    );
+    assert!(first_byte <= total, "{line}");
+    assert_eq!(line["queued_ms"], 0.0);
+    // The first request opened the connection to the node; later ones may reuse it (null).
+    assert!(
+        line["connect_ms"].is_f64() || line["connect_ms"].is_null(),
+        "{line}"
+    );
 }
 
 #[test]

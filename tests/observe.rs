@@ -267,6 +267,19 @@ async fn a_node_that_leaves_takes_its_series_with_it() {
     )
     .await;
     assert_eq!(value(&s, "geolb_master_info{node=\"gs-a\"}"), 1.0);
+    let reads_on_a = async || {
+        let mut on_a = 0;
+        for _ in 0..20 {
+            let r = h.get("/geoserver/wms?request=GetMap").await;
+            on_a += u32::from(r.node() == "gs-a");
+        }
+        assert!(on_a > 0, "reads are spread over both nodes");
+        on_a
+    };
+    const READS_ON_A: &str =
+        r#"geolb_requests_total{class="wms:GetMap",code="2xx",node="gs-a",pool="reads"}"#;
+    let on_a = reads_on_a().await;
+    value_reaches(&h, READS_ON_A, f64::from(on_a)).await;
     // gs-a leaves the configuration: gs-b becomes master.
     let text = config_text(&defs[1..], &h.nodes[1..], &Options::default());
     h.geolb
@@ -294,4 +307,17 @@ async fn a_node_that_leaves_takes_its_series_with_it() {
         .filter(|l| !l.starts_with('#') && l.contains("node=\"gs-a\""))
         .collect();
     assert!(left.is_empty(), "series of a node that left: {left:?}");
+    // It comes back: its requests are counted afresh.
+    let text = config_text(&defs, &h.nodes, &Options::default());
+    h.geolb
+        .reload(geolb::control::Source::Given(Box::new(
+            geolb::config::Config::parse(&text).unwrap(),
+        )))
+        .await
+        .unwrap();
+    h.wait_state("gs-a", State::Up, Duration::from_secs(5))
+        .await;
+    // The same series as before it left: made again from zero, not kept from before.
+    let on_a = reads_on_a().await;
+    value_reaches(&h, READS_ON_A, f64::from(on_a)).await;
 }

@@ -109,11 +109,15 @@ impl Proxy {
             target: logged,
             pool: None,
             class: None,
+            why: None,
             node: None,
             status: 0,
             received: 0,
             sent: 0,
             duration: Duration::ZERO,
+            queued: Duration::ZERO,
+            connect: None,
+            first_byte: None,
             retries: 0,
             request_id: Some(id.clone()),
         };
@@ -185,6 +189,7 @@ impl Proxy {
         };
         record.pool = Some(route.pool);
         record.class = Some(route.class);
+        record.why = Some(route.why());
         tracing::debug!(method = %parts.method, path = parts.uri.path(), pool = ?route.pool, class = %route.class, "classified");
         let timeouts = *config.timeouts.of(route.pool);
         let max_body = config.limits.max_body;
@@ -226,7 +231,10 @@ impl Proxy {
         loop {
             // pick
             let (node, slot) = match self.acquire(route.pool, &tried).await {
-                Ok(got) => got,
+                Ok((node, slot, waited)) => {
+                    record.queued += waited;
+                    (node, slot)
+                }
                 Err(err) => {
                     return match last {
                         Some(failure)
@@ -296,6 +304,8 @@ impl Proxy {
             // record
             let failure = match sent {
                 Ok(Ok((response, conn))) => {
+                    record.connect = conn.connect_time();
+                    record.first_byte = Some(started.elapsed());
                     let status = response.status();
                     // Only gateway errors count against the node: GeoServer answers 500 to many
                     // client mistakes (a bad SLD, a duplicate layer…), and a client must not be
@@ -402,13 +412,13 @@ impl Proxy {
         &self,
         pool: Pool,
         tried: &[u64],
-    ) -> Result<(Arc<Node>, InFlight), ProxyError> {
+    ) -> Result<(Arc<Node>, InFlight, Duration), ProxyError> {
         let config = self.cluster.load().config.clone();
         let limits = &config.limits;
         let mut rng = fastrand::Rng::new();
         let attempt = |rng: &mut fastrand::Rng| match self.cluster.load().acquire(pool, tried, rng)
         {
-            Acquire::Got(node, slot) => Some(Ok((node, slot))),
+            Acquire::Got(node, slot) => Some(Ok((node, slot, Duration::ZERO))),
             Acquire::Empty => Some(Err(match pool {
                 Pool::Master => ProxyError::NoMaster,
                 Pool::Reads => ProxyError::NoReader,
@@ -432,20 +442,19 @@ impl Proxy {
         let queued_at = tokio::time::Instant::now();
         let deadline = queued_at + limits.queue_timeout.0;
         let waited = || {
-            self.metrics()
-                .queue_wait
-                .observe(queued_at.elapsed().as_secs_f64());
+            let waited = queued_at.elapsed();
+            self.metrics().queue_wait.observe(waited.as_secs_f64());
+            waited
         };
         loop {
             // Looked at once joined (a slot freed just before was released, not handed over), and
             // again after each wake.
             if let Some(slot) = seat.waiter.take_slot() {
-                waited();
-                return Ok((slot.node().clone(), slot));
+                return Ok((slot.node().clone(), slot, waited()));
             }
             if let Some(done) = attempt(&mut rng) {
-                waited();
-                return done;
+                let waited = waited();
+                return done.map(|(node, slot, _)| (node, slot, waited));
             }
             tokio::select! {
                 _ = seat.waiter.notify.notified() => {}

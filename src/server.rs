@@ -28,7 +28,7 @@ use crate::conn::{Activity, Executor, Gate, Stop};
 use crate::control::{Reconfigure, ReloadRequest, Source};
 use crate::framing::{Verdicts, Watched};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::{Peer, Proxy};
 use crate::record::Recorder;
 use crate::response::ResponseBody;
 
@@ -250,13 +250,14 @@ impl Supervisor {
             listener,
             serving,
             stopped,
-            move |peer, verdicts: Arc<Verdicts>| {
+            move |addr, verdicts: Arc<Verdicts>| {
                 let proxy = proxy.clone();
+                let peer = Arc::new(Peer::new(addr));
                 move |req: Request<Incoming>| {
-                    let proxy = proxy.clone();
+                    let (proxy, peer) = (proxy.clone(), peer.clone());
                     // Called in request order, as the framing guard counted them.
                     let refused = verdicts.refuses_next();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, peer, refused, secure).await) }
+                    async move { Ok::<_, Infallible>(proxy.handle(req, &peer, refused, secure).await) }
                 }
             },
         ));

@@ -1,7 +1,6 @@
 //! The headers of a forwarded request and of its response: hop-by-hop removal, `X-Forwarded-*`,
 //! `Location` rewriting.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -79,45 +78,120 @@ pub fn nominates_routing_header(headers: &HeaderMap) -> bool {
         && nominated(headers).any(|name| ROUTING_HEADERS.contains(&name))
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::UPGRADE
+}
+
 /// Removes hop-by-hop headers, those the `Connection` header names included, and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none, or only `Connection`: one pass over the names finds out, and
+    // only what is there is removed.
+    let mut found: [Option<HeaderName>; 4] = Default::default();
+    let mut n = 0;
+    let mut more = false;
+    for name in headers.keys().filter(|name| is_hop_by_hop(name)) {
+        match found.get_mut(n) {
+            Some(slot) => *slot = Some(name.clone()),
+            None => more = true,
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return;
+    }
     let named: Vec<HeaderName> = nominated(headers).collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in named.iter().chain(found.iter().flatten()) {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
+    if more {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The headers [`prepare_request_headers`] looks at, found in one pass over the names.
+#[derive(Default)]
+struct Present {
+    expect: bool,
+    untrusted: bool,
+    host: bool,
+    proto: bool,
+    forwarded_host: bool,
+    forwarded_for: bool,
+}
+
+impl Present {
+    fn survey(headers: &HeaderMap) -> Present {
+        let mut present = Present::default();
+        for name in headers.keys() {
+            if name == header::EXPECT {
+                present.expect = true;
+            } else if name == header::HOST {
+                present.host = true;
+            } else if name == X_FORWARDED_FOR {
+                present.forwarded_for = true;
+            } else if name == X_FORWARDED_PROTO {
+                present.proto = true;
+            } else if name == X_FORWARDED_HOST {
+                present.forwarded_host = true;
+            } else if UNTRUSTED_DROPPED.contains(name) {
+                present.untrusted = true;
+            }
+        }
+        present
+    }
+}
+
+/// The client's address as `X-Forwarded-For` names it, made once per connection.
+pub fn forwarded_for(peer: IpAddr) -> HeaderValue {
+    // Visible ASCII: always a valid header value.
+    HeaderValue::try_from(peer.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Sets what the node must know about the client: keeps `Host`, sets `X-Forwarded-Proto/Host`
-/// (unless a trusted peer sent them), appends the peer to `X-Forwarded-For`.
+/// (unless a trusted peer sent them), appends the peer (`peer`, from [`forwarded_for`]) to
+/// `X-Forwarded-For`.
 pub fn prepare_request_headers(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     client_host: Option<&HeaderValue>,
     trusted: bool,
     proto: &'static str,
 ) {
     strip_hop_by_hop(headers);
+    let present = Present::survey(headers);
     // geolb has already answered `100-continue` by reading the body; the node gets it at once.
-    headers.remove(header::EXPECT);
+    if present.expect {
+        headers.remove(header::EXPECT);
+    }
     if let Some(host) = client_host {
-        if !headers.contains_key(header::HOST) {
+        if !present.host {
             headers.insert(header::HOST, host.clone());
         }
     }
-    if !trusted {
+    if !trusted && present.untrusted {
         for name in &UNTRUSTED_DROPPED {
             headers.remove(name);
         }
     }
-    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+    if !(trusted && present.proto) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
-    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+    if !(trusted && present.forwarded_host) {
         match client_host {
-            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            }
+            None if present.forwarded_host => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+            None => {}
+        }
+    }
+    if !present.forwarded_for {
+        headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
+        return;
     }
     let mut chain = String::new();
     for earlier in headers
@@ -128,7 +202,7 @@ pub fn prepare_request_headers(
         chain.push_str(earlier);
         chain.push_str(", ");
     }
-    let _ = write!(chain, "{peer}");
+    chain.push_str(peer.to_str().unwrap_or("unknown"));
     // Visible ASCII and an IP address: always a valid header value.
     if let Ok(value) = HeaderValue::try_from(chain) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
@@ -206,7 +280,7 @@ mod tests {
         let host = h.get(header::HOST).cloned();
         prepare_request_headers(
             &mut h,
-            "192.0.2.7".parse().unwrap(),
+            &forwarded_for("192.0.2.7".parse().unwrap()),
             host.as_ref(),
             false,
             "http",
@@ -221,6 +295,42 @@ mod tests {
     }
 
     #[test]
+    fn every_hop_by_hop_header_goes_however_many_there_are() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "expect",
+            "x-forwarded-host",
+        ] {
+            h.insert(name, HeaderValue::from_static("x"));
+        }
+        h.insert("accept", HeaderValue::from_static("image/png"));
+        prepare_request_headers(
+            &mut h,
+            &forwarded_for("::1".parse().unwrap()),
+            None,
+            false,
+            "https",
+        );
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            left,
+            ["accept", "x-forwarded-proto", "x-forwarded-for"],
+            "an HTTP/1.0 client without Host: no X-Forwarded-Host either"
+        );
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
     fn a_trusted_peer_keeps_its_forwarded_headers() {
         let mut h = HeaderMap::new();
         h.insert(
@@ -232,7 +342,7 @@ mod tests {
         let host = HeaderValue::from_static("internal:8080");
         prepare_request_headers(
             &mut h,
-            "10.1.1.1".parse().unwrap(),
+            &forwarded_for("10.1.1.1".parse().unwrap()),
             Some(&host),
             true,
             "http",

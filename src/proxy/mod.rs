@@ -36,10 +36,26 @@ use crate::body::{
 use crate::response::{Done, ResponseBody};
 use crate::upstream::{self, Conn};
 use budget::RetryBudget;
-pub use headers::{prepare_request_headers, rewrite_location, strip_hop_by_hop};
+pub use headers::{forwarded_for, prepare_request_headers, rewrite_location, strip_hop_by_hop};
 use lookahead::lookahead;
 
 use crate::cluster::Snapshot;
+
+/// A client, as each of its requests sees it.
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// Its address as `X-Forwarded-For` names it (made once per connection).
+    pub forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            forwarded_for: forwarded_for(addr.ip()),
+        }
+    }
+}
 
 /// The client-facing request handler, shared by every connection of the plain listeners.
 pub struct Proxy {
@@ -87,7 +103,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         refused: Option<&'static str>,
         secure: bool,
     ) -> Response<ResponseBody> {
@@ -104,7 +120,7 @@ impl Proxy {
             .flatten();
         let mut record = Record {
             at: SystemTime::now(),
-            client: peer.ip(),
+            client: peer.addr.ip(),
             method: req.method().clone(),
             target: logged,
             pool: None,
@@ -122,19 +138,24 @@ impl Proxy {
             request_id: Some(id.clone()),
         };
         let mut received = None;
+        // The routing state and configuration in force when the request came, for all of it: a
+        // reload or a health change applies to the next one (a wait for a slot looks again).
+        let snapshot = self.cluster.load_full();
+        let config = &snapshot.config;
         let result = if let Some(why) = refused {
             Err(ProxyError::BadRequest(why))
-        } else if !secure && self.cluster.load().config.listen.redirect_https {
-            Ok(redirect_to_https(&req, &self.cluster.load().config))
+        } else if !secure && config.listen.redirect_https {
+            Ok(redirect_to_https(&req, config))
         } else {
-            self.forward(req, peer, secure, started, &mut record, &mut received)
+            let at = (peer, secure, started);
+            self.forward(req, &snapshot, at, &mut record, &mut received)
                 .await
         };
         let mut response = result.unwrap_or_else(|err| {
             let path = target.as_ref().map_or("/", PathAndQuery::path);
-            err.log(&record.method, path, peer);
+            err.log(&record.method, path, peer.addr);
             // A client may try again after one health-check interval.
-            let interval = self.cluster.load().config.health.interval.0;
+            let interval = config.health.interval.0;
             err.into_response(&HeaderValue::from(
                 interval.as_secs_f64().ceil().max(1.0) as u64
             ))
@@ -154,16 +175,13 @@ impl Proxy {
     async fn forward(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
-        secure: bool,
-        started: Instant,
+        snapshot: &Snapshot,
+        (peer, secure, started): (&Peer, bool, Instant),
         record: &mut Record,
         received: &mut Option<Arc<AtomicU64>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let snapshot = self.cluster.load_full();
         let (mut parts, body) = req.into_parts();
-        // The configuration in force when the request came: a reload applies to the next one.
-        let config = snapshot.config.clone();
+        let config = &snapshot.config;
         check_request(&parts, config.limits.max_body)?;
 
         // classify
@@ -214,11 +232,11 @@ impl Proxy {
         };
 
         let client_host = headers::client_host(&parts);
-        let trusted = self.is_trusted(peer.ip());
+        let trusted = is_trusted(config, peer.addr.ip());
         let proto = if secure { "https" } else { "http" };
         prepare_request_headers(
             &mut parts.headers,
-            peer.ip(),
+            &peer.forwarded_for,
             client_host.as_ref(),
             trusted,
             proto,
@@ -230,7 +248,7 @@ impl Proxy {
         let mut last: Option<Failure> = None;
         loop {
             // pick
-            let (node, slot) = match self.acquire(route.pool, &tried).await {
+            let (node, slot) = match self.acquire(snapshot, route.pool, &tried).await {
                 Ok((node, slot, waited)) => {
                     record.queued += waited;
                     (node, slot)
@@ -311,7 +329,7 @@ impl Proxy {
                     // client mistakes (a bad SLD, a duplicate layer…), and a client must not be
                     // able to eject a node.
                     let failed = matches!(status.as_u16(), 502..=504);
-                    self.record(&node, !failed);
+                    self.record(config, &node, !failed);
                     if !failed {
                         return Ok(respond(
                             (response, conn),
@@ -331,7 +349,7 @@ impl Proxy {
                         record.node = None;
                         return Err(err);
                     }
-                    self.record(&node, false);
+                    self.record(config, &node, false);
                     if e.is_connect() {
                         Failure::Connect(node, e)
                     } else {
@@ -340,7 +358,7 @@ impl Proxy {
                 }
                 Err(stall) => {
                     drop(slot);
-                    self.record(&node, false);
+                    self.record(config, &node, false);
                     Failure::Timeout(node, stall)
                 }
             };
@@ -410,13 +428,14 @@ impl Proxy {
     /// eligible node is at `max_requests`.
     async fn acquire(
         &self,
+        snapshot: &Snapshot,
         pool: Pool,
         tried: &[u64],
     ) -> Result<(Arc<Node>, InFlight, Duration), ProxyError> {
-        let config = self.cluster.load().config.clone();
-        let limits = &config.limits;
+        let limits = &snapshot.config.limits;
         let mut rng = fastrand::Rng::new();
-        let attempt = |rng: &mut fastrand::Rng| match self.cluster.load().acquire(pool, tried, rng)
+        let attempt = |snapshot: &Snapshot, rng: &mut fastrand::Rng| match snapshot
+            .acquire(pool, tried, rng)
         {
             Acquire::Got(node, slot) => Some(Ok((node, slot, Duration::ZERO))),
             Acquire::Empty => Some(Err(match pool {
@@ -425,7 +444,7 @@ impl Proxy {
             })),
             Acquire::Busy => None,
         };
-        if let Some(done) = attempt(&mut rng) {
+        if let Some(done) = attempt(snapshot, &mut rng) {
             return done;
         }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= limits.queue_size {
@@ -452,7 +471,8 @@ impl Proxy {
             if let Some(slot) = seat.waiter.take_slot() {
                 return Ok((slot.node().clone(), slot, waited()));
             }
-            if let Some(done) = attempt(&mut rng) {
+            // The nodes' health may have changed while waiting.
+            if let Some(done) = attempt(&self.cluster.load(), &mut rng) {
                 let waited = waited();
                 return done.map(|(node, slot, _)| (node, slot, waited));
             }
@@ -467,8 +487,8 @@ impl Proxy {
     }
 
     /// Passive health: counts live failures; enough in a row reports the node to the cluster task.
-    fn record(&self, node: &Node, ok: bool) {
-        let threshold = self.cluster.load().config.passive.consecutive_failures;
+    fn record(&self, config: &Config, node: &Node, ok: bool) {
+        let threshold = config.passive.consecutive_failures;
         if node.record(ok, threshold) {
             let _ = self.reports.try_send(Report::Failing {
                 node: node.id,
@@ -480,12 +500,12 @@ impl Proxy {
     fn metrics(&self) -> &Metrics {
         self.recorder.metrics()
     }
+}
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
-        let snapshot = self.cluster.load();
-        let trusted: &[IpNet] = &snapshot.config.forwarding.trusted_proxies;
-        !trusted.is_empty() && trusted.iter().any(|net| net.contains(&ip))
-    }
+/// Whether the peer is a proxy trusted with `X-Forwarded-*` and `Forwarded`.
+fn is_trusted(config: &Config, ip: IpAddr) -> bool {
+    let trusted: &[IpNet] = &config.forwarding.trusted_proxies;
+    !trusted.is_empty() && trusted.iter().any(|net| net.contains(&ip))
 }
 
 impl Failure {

@@ -84,34 +84,57 @@ pub enum Stall {
 /// every `idle` (a client that is slow to send is the body's own idle timer's business); once it is
 /// sent whole (or when there is none: `upload` is `None`), the headers must come within `headers`.
 pub async fn await_response<F: Future>(
-    response: F,
+    mut response: Pin<&mut F>,
     upload: Option<&Upload>,
     headers: Duration,
     idle: Duration,
 ) -> Result<F::Output, Stall> {
-    let Some(upload) = upload else {
-        return tokio::time::timeout(headers, response)
-            .await
-            .map_err(|_| Stall::Headers);
-    };
-    tokio::pin!(response);
+    let started = tokio::time::Instant::now();
+    // The response pinned by the caller (held once), and one timer re-armed as the upload moves.
+    let timer = tokio::time::sleep_until(started + headers);
+    tokio::pin!(timer);
     loop {
-        if upload.done.load(Ordering::Acquire) {
-            let deadline = upload.moved_at() + headers;
-            return tokio::time::timeout_at(deadline, response)
-                .await
-                .map_err(|_| Stall::Headers);
+        let deadline = match upload {
+            None => started + headers,
+            Some(u) if u.done.load(Ordering::Acquire) => u.moved_at() + headers,
+            Some(u) => {
+                let deadline = u.moved_at() + idle;
+                let now = tokio::time::Instant::now();
+                // Waiting for the client: look again later rather than spin.
+                if deadline <= now && u.waiting.load(Ordering::Relaxed) {
+                    now + idle
+                } else {
+                    deadline
+                }
+            }
+        };
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
         }
-        let check = upload.moved_at() + idle;
+        let moved = async {
+            match upload {
+                Some(u) if !u.done.load(Ordering::Acquire) => u.notify.notified().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            out = &mut response => return Ok(out),
-            _ = upload.notify.notified() => {}
-            _ = tokio::time::sleep_until(check) => {
-                let stalled = !upload.done.load(Ordering::Acquire)
-                    && !upload.waiting.load(Ordering::Relaxed)
-                    && upload.moved_at() + idle <= tokio::time::Instant::now();
-                if stalled {
-                    return Err(Stall::Upload);
+            biased;
+            out = response.as_mut() => return Ok(out),
+            () = moved => {}
+            () = &mut timer => {
+                let stall = match upload {
+                    None => Some(Stall::Headers),
+                    Some(u) if u.done.load(Ordering::Acquire) => {
+                        (u.moved_at() + headers <= tokio::time::Instant::now())
+                            .then_some(Stall::Headers)
+                    }
+                    // A client slow to send is the body's own idle timer's business.
+                    Some(u) => (!u.waiting.load(Ordering::Relaxed)
+                        && u.moved_at() + idle <= tokio::time::Instant::now())
+                    .then_some(Stall::Upload),
+                };
+                if let Some(stall) = stall {
+                    return Err(stall);
                 }
             }
         }

@@ -273,32 +273,42 @@ where
     }
 }
 
-async fn stream<F: Future>(connection: Arc<Activity>, fut: F) {
-    let _in_progress = connection.begin();
+/// An h2 stream's task: the stream is in progress on its connection, and cut when its response
+/// waits too long for the client. The stream's future is boxed once here, so that the task holds
+/// it once (pinning it inside an `async fn` would hold it twice).
+fn stream<F: Future>(connection: Arc<Activity>, fut: F) -> impl Future<Output = ()> {
+    let in_progress = connection.begin();
     let activity = Activity::new(connection.look_every);
-    let watched = async {
-        tokio::pin!(fut);
-        let sleep = tokio::time::sleep(activity.look_every);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = fut.as_mut() => return,
-                _ = sleep.as_mut() => {
-                    let now = Instant::now();
-                    match activity.stall_deadline() {
-                        Some(deadline) if deadline <= now => {
-                            log_stall(activity.stall_limit.load(Ordering::Relaxed));
-                            // Dropping the stream resets it, and frees the response's node slot.
-                            return;
-                        }
-                        Some(deadline) => sleep.as_mut().reset(deadline),
-                        None => sleep.as_mut().reset(now + activity.look_every),
+    CURRENT.scope(
+        activity.clone(),
+        watch_stream(activity, Box::pin(fut), in_progress),
+    )
+}
+
+async fn watch_stream<F: Future>(
+    activity: Arc<Activity>,
+    mut fut: Pin<Box<F>>,
+    _in_progress: InProgress,
+) {
+    let sleep = tokio::time::sleep(activity.look_every);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = fut.as_mut() => return,
+            _ = sleep.as_mut() => {
+                let now = Instant::now();
+                match activity.stall_deadline() {
+                    Some(deadline) if deadline <= now => {
+                        log_stall(activity.stall_limit.load(Ordering::Relaxed));
+                        // Dropping the stream resets it, and frees the response's node slot.
+                        return;
                     }
+                    Some(deadline) => sleep.as_mut().reset(deadline),
+                    None => sleep.as_mut().reset(now + activity.look_every),
                 }
             }
         }
-    };
-    CURRENT.scope(activity.clone(), watched).await;
+    }
 }
 
 /// The connection caps, shared by every client listener.

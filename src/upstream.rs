@@ -197,6 +197,15 @@ impl Conn {
         })
     }
 
+    /// A new connection to `dest`.
+    async fn connect(dest: &Dest<'_>) -> Result<Conn, Error> {
+        let began = Instant::now();
+        let stream = connect(dest.authority, dest.tls, dest.connect_timeout).await?;
+        let mut conn = Conn::open(stream).await?;
+        conn.opened_in = Some(began.elapsed());
+        Ok(conn)
+    }
+
     /// How long connecting took, when this exchange opened the connection.
     pub fn connect_time(&self) -> Option<Duration> {
         self.opened_in
@@ -220,33 +229,6 @@ impl Conn {
         self.drive(&mut Context::from_waker(Waker::noop()))
             .is_pending()
             && self.send.is_ready()
-    }
-
-    /// Sends `request`, driving the connection until the response head comes. A request the
-    /// connection never sent comes back with the error.
-    async fn exchange(
-        mut self,
-        request: Request<LentBody>,
-    ) -> Result<(Response<Incoming>, Conn), (hyper::Error, Option<Request<LentBody>>)> {
-        let mut response = std::pin::pin!(self.send.try_send_request(request));
-        let answered = std::future::poll_fn(|cx| {
-            let driving = self.drive(cx).is_pending();
-            // Only the driver, polled just above in this task, completes the response: this
-            // task's waker need not be left with it.
-            let noop = &mut Context::from_waker(Waker::noop());
-            match response.as_mut().poll(noop) {
-                Poll::Pending if !driving => response.as_mut().poll(cx),
-                polled => polled,
-            }
-        })
-        .await;
-        match answered {
-            Ok(response) => Ok((response, self)),
-            Err(mut e) => {
-                let back = e.take_message();
-                Err((e.into_error(), back))
-            }
-        }
     }
 }
 
@@ -350,30 +332,39 @@ impl Pool {
     }
 
     /// Sends `request` to the node on an idle connection, or a new one, and waits for the response
-    /// head. The connection comes back with the response: its body is read through it.
+    /// head, driving the connection in this task. The connection comes back with the response: its
+    /// body is read through it.
     pub async fn send(
         &self,
         dest: &Dest<'_>,
         mut request: Request<LentBody>,
     ) -> Result<(Response<Incoming>, Conn), Error> {
         loop {
-            let conn = match self.checkout() {
+            let mut conn = match self.checkout() {
                 Some(conn) => conn,
-                None => {
-                    let began = Instant::now();
-                    let stream = connect(dest.authority, dest.tls, dest.connect_timeout).await?;
-                    let mut conn = Conn::open(stream).await?;
-                    conn.opened_in = Some(began.elapsed());
-                    conn
-                }
+                // Boxed: the connect and TLS handshake futures are large, and rarely needed.
+                None => Box::pin(Conn::connect(dest)).await?,
             };
-            let reused = conn.reused;
-            match conn.exchange(request).await {
-                Ok(answered) => return Ok(answered),
-                // The node closed the idle connection just as it was taken: the request never
-                // left, and goes on another connection.
-                Err((_, Some(back))) if reused => request = back,
-                Err((error, _)) => return Err(Error::Http(error)),
+            let mut response = std::pin::pin!(conn.send.try_send_request(request));
+            let answered = std::future::poll_fn(|cx| {
+                let driving = conn.drive(cx).is_pending();
+                // Only the driver, polled just above in this task, completes the response: this
+                // task's waker need not be left with it.
+                let noop = &mut Context::from_waker(Waker::noop());
+                match response.as_mut().poll(noop) {
+                    Poll::Pending if !driving => response.as_mut().poll(cx),
+                    polled => polled,
+                }
+            })
+            .await;
+            match answered {
+                Ok(response) => return Ok((response, conn)),
+                Err(mut e) => match e.take_message() {
+                    // The node closed the idle connection just as it was taken: the request
+                    // never left, and goes on another connection.
+                    Some(back) if conn.reused => request = back,
+                    _ => return Err(Error::Http(e.into_error())),
+                },
             }
         }
     }

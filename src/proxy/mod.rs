@@ -201,7 +201,8 @@ impl Proxy {
                 };
                 // Before the pool is known: the reads' idle timeout (a client slow to send).
                 let idle = config.timeouts.reads.idle.0;
-                let (route, frames) = lookahead(body, idle, decide).await?;
+                // Boxed: most requests need no look-ahead, and its future is large.
+                let (route, frames) = Box::pin(lookahead(body, idle, decide)).await?;
                 (route, frames.0, frames.1)
             }
         };
@@ -304,18 +305,16 @@ impl Proxy {
                     request.headers_mut().insert(header::HOST, host);
                 }
             }
-            let dest = upstream::Dest {
-                authority: node.authority(),
-                tls: node.spec.tls.then_some(&snapshot.node_tls),
-                connect_timeout: config.timeouts.connect.0,
+            let sent = {
+                let dest = upstream::Dest {
+                    authority: node.authority(),
+                    tls: node.spec.tls.then_some(&snapshot.node_tls),
+                    connect_timeout: config.timeouts.connect.0,
+                };
+                let send = std::pin::pin!(node.upstream.send(&dest, request));
+                let (headers, idle) = (timeouts.headers.0, timeouts.idle.0);
+                await_response(send, upload.as_deref(), headers, idle).await
             };
-            let sent = await_response(
-                node.upstream.send(&dest, request),
-                upload.as_deref(),
-                timeouts.headers.0,
-                timeouts.idle.0,
-            )
-            .await;
             // A body the attempt never read comes back for the next one.
             body = body.or_else(|| lent.and_then(Lent::take_back));
 
@@ -431,22 +430,24 @@ impl Proxy {
         snapshot: &Snapshot,
         pool: Pool,
         tried: &[u64],
-    ) -> Result<(Arc<Node>, InFlight, Duration), ProxyError> {
-        let limits = &snapshot.config.limits;
+    ) -> Result<Granted, ProxyError> {
         let mut rng = fastrand::Rng::new();
-        let attempt = |snapshot: &Snapshot, rng: &mut fastrand::Rng| match snapshot
-            .acquire(pool, tried, rng)
-        {
-            Acquire::Got(node, slot) => Some(Ok((node, slot, Duration::ZERO))),
-            Acquire::Empty => Some(Err(match pool {
-                Pool::Master => ProxyError::NoMaster,
-                Pool::Reads => ProxyError::NoReader,
-            })),
-            Acquire::Busy => None,
-        };
-        if let Some(done) = attempt(snapshot, &mut rng) {
+        if let Some(done) = try_acquire(snapshot, pool, tried, &mut rng) {
             return done;
         }
+        // Every eligible node is busy: wait (boxed, a rare and large future).
+        Box::pin(self.wait_for_slot(snapshot, pool, tried, rng)).await
+    }
+
+    /// Waits in `pool`'s queue for a slot, within `limits.queue_timeout`.
+    async fn wait_for_slot(
+        &self,
+        snapshot: &Snapshot,
+        pool: Pool,
+        tried: &[u64],
+        mut rng: fastrand::Rng,
+    ) -> Result<Granted, ProxyError> {
+        let limits = &snapshot.config.limits;
         if self.queued.fetch_add(1, Ordering::AcqRel) >= limits.queue_size {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             self.metrics().queue_full.inc();
@@ -472,7 +473,7 @@ impl Proxy {
                 return Ok((slot.node().clone(), slot, waited()));
             }
             // The nodes' health may have changed while waiting.
-            if let Some(done) = attempt(&self.cluster.load(), &mut rng) {
+            if let Some(done) = try_acquire(&self.cluster.load(), pool, tried, &mut rng) {
                 let waited = waited();
                 return done.map(|(node, slot, _)| (node, slot, waited));
             }
@@ -499,6 +500,26 @@ impl Proxy {
 
     fn metrics(&self) -> &Metrics {
         self.recorder.metrics()
+    }
+}
+
+/// A node, its in-flight slot, and how long the request waited for it.
+type Granted = (Arc<Node>, InFlight, Duration);
+
+/// A slot on a node of `pool` now: `None` when every eligible node is busy.
+fn try_acquire(
+    snapshot: &Snapshot,
+    pool: Pool,
+    tried: &[u64],
+    rng: &mut fastrand::Rng,
+) -> Option<Result<Granted, ProxyError>> {
+    match snapshot.acquire(pool, tried, rng) {
+        Acquire::Got(node, slot) => Some(Ok((node, slot, Duration::ZERO))),
+        Acquire::Empty => Some(Err(match pool {
+            Pool::Master => ProxyError::NoMaster,
+            Pool::Reads => ProxyError::NoReader,
+        })),
+        Acquire::Busy => None,
     }
 }
 

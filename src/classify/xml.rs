@@ -151,11 +151,13 @@ impl<'a> Reader<'a> {
     }
 
     /// Position of `what` from `at`, or not yet.
-    fn find(&self, what: &[u8]) -> Result<usize, Stop> {
+    /// Where `what` starts, `skip` bytes or more past the cursor (past an opening `<?` or `<!--`:
+    /// in `<?>` the `?>` overlapping the opening does not close it).
+    fn find_after(&self, skip: usize, what: &[u8]) -> Result<usize, Stop> {
         self.rest()
-            .windows(what.len())
-            .position(|w| w == what)
-            .map(|i| self.at + i)
+            .get(skip..)
+            .and_then(|rest| rest.windows(what.len()).position(|w| w == what))
+            .map(|i| self.at + skip + i)
             .ok_or_else(|| self.short())
     }
 
@@ -170,7 +172,7 @@ impl<'a> Reader<'a> {
             _ => {}
         }
         if self.starts_with(b"<?xml")? {
-            let end = self.find(b"?>")?;
+            let end = self.find_after(5, b"?>")?;
             let decl = &self.body[5..end];
             if !decl.first().is_some_and(|&b| is_space(b)) {
                 // `<?xml-stylesheet …?>` is a processing instruction: misc handles it.
@@ -196,7 +198,7 @@ impl<'a> Reader<'a> {
                         // DOCTYPE, CDATA, or anything else.
                         return Err(Stop::Unsure("doctype"));
                     }
-                    let end = self.find(b"-->")?;
+                    let end = self.find_after(4, b"-->")?;
                     let text = &self.body[self.at + 4..end];
                     if text.windows(2).any(|w| w == b"--") || text.last() == Some(&b'-') {
                         return Err(Stop::Unsure("xml-comment"));
@@ -204,7 +206,7 @@ impl<'a> Reader<'a> {
                     self.at = end + 3;
                 }
                 [b'<', b'?', ..] => {
-                    let end = self.find(b"?>")?;
+                    let end = self.find_after(2, b"?>")?;
                     let target: Vec<u8> = self.body[self.at + 2..end]
                         .iter()
                         .take_while(|&&b| !is_space(b))
@@ -483,6 +485,10 @@ mod tests {
             ("<GetFeature x:service=\"WFS\"/>", "unbound-prefix"),
             ("<GetFeature", "unparsed-body"),
             ("", "unparsed-body"),
+            // A closing delimiter overlapping the opening one closes nothing (and must not panic).
+            ("<?>", "unparsed-body"),
+            ("<!-->", "unparsed-body"),
+            ("<!--->", "unparsed-body"),
         ] {
             assert_eq!(op(body), Root::Unsure(why), "{body}");
         }

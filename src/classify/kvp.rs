@@ -88,25 +88,39 @@ enum Key {
 impl Kvp {
     /// Reads `application/x-www-form-urlencoded` pairs, adding to what is known.
     pub fn scan(mut self, input: &[u8]) -> Kvp {
-        let mut rest = input;
-        while !rest.is_empty() {
-            let pair = match memchr::memchr(b'&', rest) {
-                Some(i) => {
-                    let pair = &rest[..i];
-                    rest = &rest[i + 1..];
-                    pair
+        let mut i = 0;
+        while i < input.len() {
+            // The name, up to the first `=` (or the pair's end), noting whether it needs decoding
+            // (short: a byte loop beats a search here).
+            let start = i;
+            let mut plain = true;
+            while let Some(&b) = input.get(i) {
+                if b == b'=' || b == b'&' {
+                    break;
                 }
-                None => std::mem::take(&mut rest),
+                plain &= b != b'%' && b != b'+' && b.is_ascii();
+                i += 1;
+            }
+            let name = &input[start..i];
+            // The value, up to the next `&` (values can be long: searched).
+            let value_start = if input.get(i) == Some(&b'=') {
+                i + 1
+            } else {
+                i
             };
-            let (name, value) = match memchr::memchr(b'=', pair) {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &b""[..]),
-            };
+            let value_end = memchr::memchr(b'&', &input[value_start..])
+                .map_or(input.len(), |j| value_start + j);
+            let value = &input[value_start..value_end];
+            i = value_end + 1;
             // Parameters.processParameters: an empty name is dropped.
             if name.is_empty() {
                 continue;
             }
-            let key = match key(name) {
+            let key = match if plain {
+                Ok(plain_key(name))
+            } else {
+                key(name)
+            } {
                 Ok(Some(key)) => key,
                 Ok(None) => continue,
                 Err(Decoded::NonAscii) => {
@@ -162,6 +176,16 @@ enum Decoded {
     NonAscii,
 }
 
+/// The key an ASCII name without escapes stands for, if routing cares about it.
+fn plain_key(raw: &[u8]) -> Option<Key> {
+    match raw.len() {
+        7 if raw.eq_ignore_ascii_case(b"request") => Some(Key::Request),
+        7 if raw.eq_ignore_ascii_case(b"service") => Some(Key::Service),
+        6 if raw.eq_ignore_ascii_case(b"lockid") => Some(Key::LockId),
+        _ => None,
+    }
+}
+
 /// The key a raw name stands for, if routing cares about it.
 fn key(raw: &[u8]) -> Result<Option<Key>, Decoded> {
     // Most names need no decoding: compare them as they are.
@@ -169,12 +193,7 @@ fn key(raw: &[u8]) -> Result<Option<Key>, Decoded> {
         if !raw.is_ascii() {
             return Err(Decoded::NonAscii);
         }
-        return Ok(match raw.len() {
-            7 if raw.eq_ignore_ascii_case(b"request") => Some(Key::Request),
-            7 if raw.eq_ignore_ascii_case(b"service") => Some(Key::Service),
-            6 if raw.eq_ignore_ascii_case(b"lockid") => Some(Key::LockId),
-            _ => None,
-        });
+        return Ok(plain_key(raw));
     }
     // Decoded into a small buffer: the keys looked for are at most 7 bytes long.
     let mut buf = [0u8; 7];

@@ -78,34 +78,95 @@ pub fn nominates_routing_header(headers: &HeaderMap) -> bool {
         && nominated(headers).any(|name| ROUTING_HEADERS.contains(&name))
 }
 
+/// One of [`HOP_BY_HOP`], or `Upgrade` (a match on the lower-case name: cheaper than comparing
+/// `HeaderName`s one by one).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == header::UPGRADE
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// Removes hop-by-hop headers, those the `Connection` header names included, and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none, or only `Connection`: one pass over the names finds out, and
-    // only what is there is removed.
-    let mut found: [Option<HeaderName>; 4] = Default::default();
-    let mut n = 0;
-    let mut more = false;
-    for name in headers.keys().filter(|name| is_hop_by_hop(name)) {
-        match found.get_mut(n) {
-            Some(slot) => *slot = Some(name.clone()),
-            None => more = true,
+    // Most messages carry none, or only `Connection: keep-alive`: a pass over the names finds
+    // them (and a second one, if `Connection` is there, the names it nominates); only what is
+    // there is removed.
+    let mut doomed = Doomed::default();
+    let (mut connection, mut close) = (false, false);
+    for name in headers.keys() {
+        if is_hop_by_hop(name) {
+            connection |= name == header::CONNECTION;
+            doomed.push(name);
+        } else {
+            close |= name.as_str() == "close";
         }
-        n += 1;
     }
-    if n == 0 {
-        return;
+    let tokens = headers.get_all(header::CONNECTION);
+    // `keep-alive` is hop-by-hop already, and `close` names a header only if there is one.
+    let usual = |token: &[u8]| {
+        let token = token.trim_ascii();
+        token.eq_ignore_ascii_case(b"keep-alive")
+            || (!close && token.eq_ignore_ascii_case(b"close"))
+    };
+    if connection
+        && !tokens
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .all(usual)
+    {
+        let nominated = |name: &HeaderName| {
+            tokens
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .any(|token| {
+                    token
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(name.as_str().as_bytes())
+                })
+        };
+        for name in headers.keys() {
+            if !is_hop_by_hop(name) && nominated(name) {
+                doomed.push(name);
+            }
+        }
     }
-    let named: Vec<HeaderName> = nominated(headers).collect();
-    for name in named.iter().chain(found.iter().flatten()) {
-        headers.remove(name);
-    }
-    if more {
-        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+    if doomed.overflow {
+        let named: Vec<HeaderName> = nominated(headers).collect();
+        for name in named.iter().chain(&HOP_BY_HOP).chain([&header::UPGRADE]) {
             headers.remove(name);
+        }
+    } else {
+        for name in doomed.names.iter().flatten() {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The names to remove from a head: a few, kept without allocating.
+#[derive(Default)]
+struct Doomed {
+    names: [Option<HeaderName>; 6],
+    len: usize,
+    overflow: bool,
+}
+
+impl Doomed {
+    fn push(&mut self, name: &HeaderName) {
+        match self.names.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(name.clone());
+                self.len += 1;
+            }
+            None => self.overflow = true,
         }
     }
 }
@@ -125,18 +186,14 @@ impl Present {
     fn survey(headers: &HeaderMap) -> Present {
         let mut present = Present::default();
         for name in headers.keys() {
-            if name == header::EXPECT {
-                present.expect = true;
-            } else if name == header::HOST {
-                present.host = true;
-            } else if name == X_FORWARDED_FOR {
-                present.forwarded_for = true;
-            } else if name == X_FORWARDED_PROTO {
-                present.proto = true;
-            } else if name == X_FORWARDED_HOST {
-                present.forwarded_host = true;
-            } else if UNTRUSTED_DROPPED.contains(name) {
-                present.untrusted = true;
+            match name.as_str() {
+                "expect" => present.expect = true,
+                "host" => present.host = true,
+                "x-forwarded-for" => present.forwarded_for = true,
+                "x-forwarded-proto" => present.proto = true,
+                "x-forwarded-host" => present.forwarded_host = true,
+                "forwarded" | "x-forwarded-path" | "x-forwarded-port" => present.untrusted = true,
+                _ => {}
             }
         }
         present
@@ -292,6 +349,29 @@ mod tests {
         for gone in ["forwarded", "connection", "x-secret", "transfer-encoding"] {
             assert!(!h.contains_key(gone), "{gone} must be dropped");
         }
+    }
+
+    #[test]
+    fn the_quick_name_matches_agree_with_the_lists() {
+        for name in HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        assert!(!is_hop_by_hop(&header::HOST));
+        for name in &UNTRUSTED_DROPPED {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            assert!(Present::survey(&h).untrusted, "{name}");
+        }
+        // `Connection: close` names a header only when there is one by that name.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Close"));
+        h.insert("close", HeaderValue::from_static("1"));
+        h.insert("keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(
+            h.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["keep"]
+        );
     }
 
     #[test]

@@ -179,7 +179,8 @@ pub enum Stop {
 /// Serves `conn` until it ends, closing it when it idles or stalls, or when `stop` says so.
 /// `graceful` asks the connection to finish what is in progress and close.
 pub async fn drive<C: Future>(
-    conn: C,
+    // Boxed by the caller: pinned here, it would be held twice by this future.
+    mut conn: Pin<Box<C>>,
     graceful: impl Fn(Pin<&mut C>),
     activity: Arc<Activity>,
     idle: Duration,
@@ -187,7 +188,6 @@ pub async fn drive<C: Future>(
     metrics: Arc<Metrics>,
 ) {
     let watched = async {
-        tokio::pin!(conn);
         // When a close asked of the connection must be done by.
         let mut closing: Option<Instant> = None;
         let sleep = tokio::time::sleep(idle.min(activity.look_every));

@@ -7,15 +7,16 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -257,7 +258,11 @@ impl Supervisor {
                     let (proxy, peer) = (proxy.clone(), peer.clone());
                     // Called in request order, as the framing guard counted them.
                     let refused = verdicts.refuses_next();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, &peer, refused, secure).await) }
+                    // Boxed: an idle keep-alive connection then holds no room for a request in
+                    // flight (the request's future is a few KiB).
+                    Box::pin(async move {
+                        Ok::<_, Infallible>(proxy.handle(req, &peer, refused, secure).await)
+                    })
                 }
             },
         ));
@@ -426,32 +431,72 @@ impl Supervisor {
     }
 }
 
-/// How client connections are served: HTTP/1.1 and h2c with the configured limits and timeouts.
-fn client_facing(config: &Config) -> auto::Builder<Executor> {
+/// How client connections are served: HTTP/1.1 and h2 (h2c with prior knowledge, or h2 agreed
+/// by ALPN) with the configured limits and timeouts.
+fn client_facing(config: &Config) -> (http1::Builder, http2::Builder<Executor>) {
     let limits = &config.limits;
     let idle = config.timeouts.client_headers.0;
-    let mut builder = auto::Builder::new(Executor);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         // Slowloris, and idle keep-alive connections: the head must come within this.
         .header_read_timeout(idle)
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(Executor);
+    h2.timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
         // A peer that vanished while its streams wait (a long GetMap) is found out.
         .keep_alive_interval(Some(idle))
         .keep_alive_timeout(idle);
-    builder
+    (h1, h2)
 }
 
-/// The connection builder, the head size limit, the idle limit and the grace period of a stop:
+/// What a new connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The HTTP/2 connection preface a client with prior knowledge starts with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a plain connection speaks, from its first bytes, peeked (left for the server to read: a
+/// server reading them first would have to hand them back, and then grows its read buffer).
+/// Anything but the h2 preface is HTTP/1 (the framing guard and hyper judge it). `Err(true)`:
+/// nothing, or only part of the preface (a trickle), within `within`; `Err(false)`: the client
+/// closed or the connection broke.
+async fn sniff(stream: &tokio::net::TcpStream, within: Duration) -> Result<Protocol, bool> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut first = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await;
+        let n = match peeked {
+            Ok(Ok(n)) if n > 0 => n,
+            Ok(_) => return Err(false),
+            Err(_) => return Err(true),
+        };
+        if first[..n] != H2_PREFACE[..n] {
+            return Ok(Protocol::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Protocol::Http2);
+        }
+        // Part of the preface so far (rare): look again, less and less often, by the deadline.
+        if tokio::time::Instant::now() >= deadline {
+            return Err(true);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// The connection builders, the head size limit, the idle limit and the grace period of a stop:
 /// read at each accept, so a reload applies to new connections.
 struct Connections {
-    builder: auto::Builder<Executor>,
+    http1: http1::Builder,
+    http2: http2::Builder<Executor>,
     max_head: usize,
     /// `timeouts.client_headers`: a TLS handshake, and a connection with no request in progress.
     idle: Duration,
@@ -462,8 +507,10 @@ struct Connections {
 
 impl Connections {
     fn of(config: &Config) -> Connections {
+        let (http1, http2) = client_facing(config);
         Connections {
-            builder: client_facing(config),
+            http1,
+            http2,
             max_head: config.limits.max_header_bytes,
             idle: config.timeouts.client_headers.0,
             stall_look: config
@@ -584,12 +631,29 @@ async fn serve<MakeSvc, Svc, Fut>(
                 stop,
                 metrics,
             };
+            // Boxed, each its own size: the task does not hold room for the largest of them
+            // (a TLS handshake, or serving TLS) on every plain connection.
             match tls {
-                None => conn.serve(stream, make_service).await,
+                None => match sniff(&stream, settings.idle).await {
+                    Ok(protocol) => Box::pin(conn.serve(stream, protocol, make_service)).await,
+                    Err(true) => {
+                        tracing::debug!(%peer, "no request head or h2 preface in time");
+                        conn.metrics.connections_cut("idle").inc();
+                    }
+                    Err(false) => {}
+                },
                 Some(config) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    match tokio::time::timeout(settings.idle, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => conn.serve(stream, make_service).await,
+                    let handshake = Box::pin(acceptor.accept(stream));
+                    match tokio::time::timeout(settings.idle, handshake).await {
+                        Ok(Ok(stream)) => {
+                            // h2 over TLS is agreed by ALPN (RFC 9113 §3.2).
+                            let protocol = match stream.get_ref().1.alpn_protocol() {
+                                Some(b"h2") => Protocol::Http2,
+                                _ => Protocol::Http1,
+                            };
+                            Box::pin(conn.serve(stream, protocol, make_service)).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -617,7 +681,7 @@ struct Conn<'a> {
 
 impl Conn<'_> {
     /// Serves HTTP/1.1 or h2 on `io` (behind the framing guard) until the connection ends.
-    async fn serve<IO, MakeSvc, Svc, Fut>(self, io: IO, make_service: MakeSvc)
+    async fn serve<IO, MakeSvc, Svc, Fut>(self, io: IO, protocol: Protocol, make_service: MakeSvc)
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         MakeSvc: Fn(SocketAddr, Arc<Verdicts>) -> Svc,
@@ -625,20 +689,24 @@ impl Conn<'_> {
         Fut: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
     {
         let (io, verdicts) = Watched::new(io, self.settings.max_head);
-        let conn = self.settings.builder.serve_connection(
+        let (io, service) = (
             TokioIo::new(io),
             service_fn(make_service(self.peer, verdicts)),
         );
         let activity = Activity::new(self.settings.stall_look);
-        crate::conn::drive(
-            conn,
-            |conn| conn.graceful_shutdown(),
-            activity,
-            self.settings.idle,
-            self.stop,
-            self.metrics,
-        )
-        .await;
+        let (idle, stop, metrics) = (self.settings.idle, self.stop, self.metrics);
+        match protocol {
+            Protocol::Http1 => {
+                let conn = Box::pin(self.settings.http1.serve_connection(io, service));
+                let graceful = |conn: Pin<&mut _>| http1::Connection::graceful_shutdown(conn);
+                crate::conn::drive(conn, graceful, activity, idle, stop, metrics).await;
+            }
+            Protocol::Http2 => {
+                let conn = Box::pin(self.settings.http2.serve_connection(io, service));
+                let graceful = |conn: Pin<&mut _>| http2::Connection::graceful_shutdown(conn);
+                crate::conn::drive(conn, graceful, activity, idle, stop, metrics).await;
+            }
+        }
     }
 }
 

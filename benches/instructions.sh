@@ -6,6 +6,8 @@
 #   bash benches/instructions.sh                  # the working tree, and haproxy
 #   bash benches/instructions.sh 5d0505c HEAD     # two commits (built in temporary worktrees)
 #   HAPROXY=0 bash benches/instructions.sh        # geolb only
+#   FLOOR=1 bash benches/instructions.sh          # also hyper on both sides and nothing else
+#                                                  # (benches/hyper_floor.rs): hyper's own floor
 #   PROFILE=/tmp/cg HAPROXY=0 bash benches/instructions.sh   # keep the callgrind profile of the
 #                                                  # long run (callgrind_annotate --inclusive=yes)
 #
@@ -178,6 +180,14 @@ for i in "${!revs[@]}"; do
         report "${revs[$i]}" "${bins[$i]}" --config "$TMP/geolb.toml"
     )
 done
+if [[ ${FLOOR:-0} != 0 ]]; then
+    (cd "$ROOT" && cargo build --release --quiet --example hyper_floor)
+    (
+        export TOKIO_WORKER_THREADS=1
+        report hyper-floor "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/hyper_floor" \
+            "127.0.0.1:$PROXY" "127.0.0.1:$NODE"
+    )
+fi
 if [[ ${HAPROXY:-1} != 0 ]]; then
     report haproxy haproxy -db -f "$TMP/haproxy.cfg"
 fi

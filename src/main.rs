@@ -88,7 +88,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => match Config::load(&cli.config) {
-            Ok(config) => block_on(run(config, cli.config.clone())),
+            Ok(config) => {
+                geolb::memory::give_back_freed_memory();
+                block_on(run(config, cli.config.clone()))
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE

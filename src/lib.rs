@@ -1,10 +1,11 @@
 //! geolb: a layer-7 load balancer for GeoServer clusters.
 //!
 //! The request path reads top to bottom: accept ([`server`]; each connection watched by [`conn`],
-//! guarded by [`framing`]) → classify ([`classify`]) → pick ([`balance`] over the [`cluster`]
-//! snapshot, waiting in a [`queue`] at `max_requests`) → forward ([`proxy`]) → record ([`record`],
-//! [`metrics`]). Health watchdogs ([`health`]) and passive failure reports
-//! feed the cluster task, which publishes new snapshots; [`admin`] shows and steers them.
+//! guarded by [`framing`]) → classify ([`classify`]) → pick (over the [`cluster`] snapshot, waiting
+//! for a node slot at `max_requests`) → forward ([`proxy`], over [`upstream`] connections, the
+//! bodies in [`body`] and [`response`]) → record ([`record`], [`metrics`]). Health watchdogs and
+//! passive failure reports feed the cluster task, which publishes new snapshots; [`admin`] shows
+//! and steers them through [`control`].
 // Safe code only, but for the two allocator calls of `memory` (glibc's malloc_trim).
 #![deny(unsafe_code)]
 

@@ -30,6 +30,7 @@ pub struct Config {
     pub health: Health,
     pub passive: Passive,
     pub retries: Retries,
+    pub consistency: Consistency,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub forwarding: Forwarding,
@@ -263,6 +264,44 @@ impl Default for Retries {
             budget_percent: 20,
             budget_min_per_second: 10,
             budget_window: Dur::secs(10),
+        }
+    }
+}
+
+/// `[consistency]`: hiding the cluster's seams (replication lag, a sick node answering 200 with an
+/// OGC exception).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Consistency {
+    /// A read answered with an OGC exception document is asked again of one other node (the master
+    /// for "not known here"), within the retry budget. Default true.
+    pub second_opinions: bool,
+    /// A replica that still does not know a name the master knows this long after it first did
+    /// not is deaf to the broker: ejected. Default `30s`.
+    pub deaf_after: Dur,
+    /// After a client's successful write, its reads go to the master for this long. Default `5s`;
+    /// `0s` disables.
+    pub read_your_writes: Dur,
+    /// Recognise a writing client by its address too, not only by geolb's cookie (for clients that
+    /// keep no cookies: scripts). Default true.
+    pub by_address: bool,
+    /// A file holding the key that signs the cookie: geolb instances sharing it honour each
+    /// other's cookies. Default: a random key per process.
+    pub key_file: Option<std::path::PathBuf>,
+    /// The key read from `key_file`.
+    #[serde(skip)]
+    pub key: Option<std::sync::Arc<[u8]>>,
+}
+
+impl Default for Consistency {
+    fn default() -> Self {
+        Consistency {
+            second_opinions: true,
+            deaf_after: Dur::secs(30),
+            read_your_writes: Dur::secs(5),
+            by_address: true,
+            key_file: None,
+            key: None,
         }
     }
 }
@@ -502,6 +541,7 @@ struct FileConfig {
     health: Health,
     passive: Passive,
     retries: Retries,
+    consistency: Consistency,
     limits: Limits,
     timeouts: Timeouts,
     forwarding: Forwarding,
@@ -849,6 +889,7 @@ impl FileConfig {
             ("timeouts.master.idle", t.master.idle),
             ("limits.queue_timeout", self.limits.queue_timeout),
             ("retries.budget_window", self.retries.budget_window),
+            ("consistency.deaf_after", self.consistency.deaf_after),
             (
                 "forwarding.pool_idle_timeout",
                 self.forwarding.pool_idle_timeout,
@@ -900,6 +941,22 @@ impl FileConfig {
                 None,
                 "must be at least 1",
             ));
+        }
+        let mut consistency = self.consistency;
+        if let Some(path) = &consistency.key_file {
+            let key = std::fs::read(path).map_err(|e| {
+                let why = format!("cannot read {}: {e}", path.display());
+                ConfigError::at("consistency.key_file", None, why)
+            })?;
+            let key = key.trim_ascii();
+            if key.len() < 16 {
+                return Err(ConfigError::at(
+                    "consistency.key_file",
+                    None,
+                    "the key must be at least 16 bytes",
+                ));
+            }
+            consistency.key = Some(std::sync::Arc::from(key));
         }
         if self.nodes.is_empty() {
             return Err(ConfigError::at(
@@ -994,6 +1051,7 @@ impl FileConfig {
             health: self.health,
             passive: self.passive,
             retries: self.retries,
+            consistency,
             limits: self.limits,
             timeouts: self.timeouts,
             forwarding: self.forwarding,
@@ -1169,6 +1227,14 @@ mod tests {
             (
                 "[retries]\nbudget_window = \"500ms\"\n",
                 "retries.budget_window",
+            ),
+            (
+                "[consistency]\nkey_file = \"/nonexistent/geolb.key\"\n",
+                "consistency.key_file",
+            ),
+            (
+                "[consistency]\ndeaf_after = \"0s\"\n",
+                "consistency.deaf_after",
             ),
             (
                 "[retries]\nbudget_window = \"61s\"\n",

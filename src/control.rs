@@ -63,8 +63,13 @@ pub struct Reconfigure {
 /// A report from the data path to the cluster task.
 #[derive(Debug)]
 pub enum Report {
-    /// `consecutive_failures` live failures in a row on this node (by id).
-    Failing { node: u64, failures: u32 },
+    /// `consecutive_failures` live failures in a row on this node (by id); `cause`: what the last
+    /// one was, when more than a failed exchange (an OGC exception, a deaf replica).
+    Failing {
+        node: u64,
+        failures: u32,
+        cause: Option<String>,
+    },
 }
 
 /// Where a reload takes its configuration from.

@@ -34,6 +34,9 @@ pub enum ProxyError {
     /// The node answered this gateway error, and the retries on other nodes found none to take it.
     #[error("node {node} answered {status}")]
     Answered { node: String, status: StatusCode },
+    /// The node's answer broke while geolb read its start (nothing was sent to the client yet).
+    #[error("node {node}'s answer broke: {why}")]
+    BrokenAnswer { node: String, why: String },
     /// Every eligible node is at `limits.max_requests` and the queue is full.
     #[error("every node is busy and the queue is full")]
     QueueFull,
@@ -59,7 +62,9 @@ impl ProxyError {
             | ProxyError::NoReader
             | ProxyError::QueueFull
             | ProxyError::QueueTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { .. } | ProxyError::BrokenAnswer { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Timeout { .. } | ProxyError::UploadStalled { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }

@@ -40,6 +40,13 @@ pub struct Metrics {
     /// Requests sent to the master only because geolb could not be sure it reads them as the node
     /// will (`Class::Ambiguous`), by reason: reads, perhaps, that cost the master capacity.
     pub played_safe: IntCounterVec,
+    /// Reads answered with an OGC exception and asked again of another node, by the first node,
+    /// the exception code and the outcome (`lag`, `deaf`, `charged`, `everywhere`, `unanswered`,
+    /// `refused`).
+    pub second_opinions: IntCounterVec,
+    /// Reads sent to the master because their client wrote a moment ago, by how it was known
+    /// (`cookie`, `address`).
+    pub pinned_reads: IntCounterVec,
     /// Client connections open (TLS handshakes included, admin excluded).
     pub client_connections: IntGauge,
     /// Client connections geolb closed, by reason.
@@ -160,6 +167,18 @@ impl Metrics {
                 "Requests sent to the master because geolb could not be sure how the node reads them, by reason (non-canonical path, doubtful key, XML prologue...).",
                 &["reason"],
             ),
+            second_opinions: counters(
+                &r,
+                "geolb_second_opinions_total",
+                "Reads answered with an OGC exception document and asked again of another node, by the node that sent it, its exception code, and the outcome: lag (a replica did not know what the master knew), deaf (lagging past consistency.deaf_after: ejected), charged (another node answered: a failure counted), everywhere (the other node answered an exception too), unanswered (no other node answered), refused (the retry budget).",
+                &["node", "code", "outcome"],
+            ),
+            pinned_reads: counters(
+                &r,
+                "geolb_pinned_reads_total",
+                "Reads sent to the master because their client wrote within consistency.read_your_writes, by how the client was known (cookie, address).",
+                &["by"],
+            ),
             client_connections: gauge(&r, "geolb_client_connections", "Client connections open (TLS handshakes included, admin excluded)."),
             closed: counters(
                 &r,
@@ -182,15 +201,17 @@ impl Metrics {
     fn sweep(&self, live: &HashSet<String>) {
         use prometheus::core::Collector;
         let gone = |node: &str| node != "none" && !live.contains(node);
-        for family in self.requests.collect() {
-            for metric in family.get_metric() {
-                let labels: HashMap<&str, &str> = metric
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name(), l.value()))
-                    .collect();
-                if labels.get("node").is_some_and(|n| gone(n)) {
-                    let _ = self.requests.remove(&labels);
+        for vec in [&self.requests, &self.second_opinions] {
+            for family in vec.collect() {
+                for metric in family.get_metric() {
+                    let labels: HashMap<&str, &str> = metric
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name(), l.value()))
+                        .collect();
+                    if labels.get("node").is_some_and(|n| gone(n)) {
+                        let _ = vec.remove(&labels);
+                    }
                 }
             }
         }

@@ -23,6 +23,8 @@ use crate::upstream::Conn;
 /// body is done (sent, or dropped on a broken connection).
 pub struct ResponseBody {
     inner: Inner,
+    /// Read from the node already (to look at it) and not sent yet: goes out first.
+    held: Option<Bytes>,
     done: Option<Done>,
 }
 
@@ -80,6 +82,7 @@ impl ResponseBody {
     pub fn text(text: impl Into<Bytes>) -> Self {
         ResponseBody {
             inner: Inner::Local(Full::new(text.into())),
+            held: None,
             done: None,
         }
     }
@@ -107,7 +110,15 @@ impl ResponseBody {
         from_node.release_if(from_node.body.is_end_stream());
         ResponseBody {
             inner: Inner::Upstream(from_node),
+            held: None,
             done: None,
+        }
+    }
+
+    /// Puts back what was read from this body before it is sent: it goes out first.
+    pub fn put_back(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.held = Some(bytes);
         }
     }
 
@@ -215,11 +226,15 @@ impl Body for ResponseBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.get_mut();
-        let polled = match &mut this.inner {
-            Inner::Upstream(from_node) => from_node.poll(cx),
-            Inner::Local(full) => Pin::new(full)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
+        let polled = if let Some(held) = this.held.take() {
+            Poll::Ready(Some(Ok(Frame::data(held))))
+        } else {
+            match &mut this.inner {
+                Inner::Upstream(from_node) => from_node.poll(cx),
+                Inner::Local(full) => Pin::new(full)
+                    .poll_frame(cx)
+                    .map_err(|never| match never {}),
+            }
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(done)) = (&polled, &mut this.done) {
             done.record.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -228,6 +243,9 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.held.is_some() {
+            return false;
+        }
         match &self.inner {
             Inner::Upstream(from_node) => from_node.body.is_end_stream(),
             Inner::Local(full) => full.is_end_stream(),
@@ -235,9 +253,16 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
+        let rest = match &self.inner {
             Inner::Upstream(from_node) => from_node.body.size_hint(),
             Inner::Local(full) => full.size_hint(),
+        };
+        let held = self.held.as_ref().map_or(0, |b| b.len() as u64);
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + held);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + held);
         }
+        hint
     }
 }

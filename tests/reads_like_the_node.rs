@@ -695,6 +695,7 @@ fn whenever_the_node_would_write_a_replica_never_receives_it() {
         let config = format!(
             "[listen]\nhttp = [\"127.0.0.1:0\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\
              [health]\ninterval = \"200ms\"\ntimeout = \"1s\"\nexpect_body = \"\"\n[log]\naccess = false\n\
+             [consistency]\nread_your_writes = \"0s\"\n\
              [[nodes]]\nname = \"gs-master\"\nurl = \"{}\"\nmaster = 1\nreads = false\n\
              [[nodes]]\nname = \"gs-replica-1\"\nurl = \"{}\"\n\
              [[nodes]]\nname = \"gs-replica-2\"\nurl = \"{}\"\n",

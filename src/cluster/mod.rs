@@ -377,7 +377,11 @@ impl Cluster {
 
     /// Applies a passive failure report: ejects the node at once, within the passive share.
     pub fn report(&mut self, report: Report) {
-        let Report::Failing { node: id, failures } = report;
+        let Report::Failing {
+            node: id,
+            failures,
+            cause,
+        } = report;
         let already = self.members.iter().filter(|m| m.passive).count();
         let total = self.members.len();
         let percent = self.config.passive.max_ejected_percent;
@@ -402,7 +406,12 @@ impl Cluster {
             return;
         }
         if let Some(t) = m.health.eject() {
-            let reason = format!("{failures} consecutive failures on live traffic");
+            let reason = match cause {
+                Some(cause) => {
+                    format!("{failures} consecutive failures on live traffic, the last: {cause}")
+                }
+                None => format!("{failures} consecutive failures on live traffic"),
+            };
             tracing::warn!(node = node.name(), from = %t.from, to = %t.to, reason = %reason, "node ejected (passive)");
             m.passive = true;
             node.failures.store(0, Ordering::Relaxed);

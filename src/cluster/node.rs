@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use http::uri::Authority;
@@ -47,7 +47,18 @@ pub struct Node {
     pub(super) serving: AtomicU8,
     /// Its idle keep-alive connections.
     pub upstream: upstream::Pool,
+    /// What it did not know while the master did (replication lag), and since when.
+    lagging: Mutex<Lagging>,
+    /// Reads it answered "not known here" that the master answered.
+    lagged: AtomicU64,
 }
+
+/// A replica's lag, by what its exception was about: when it first did not know it.
+#[derive(Debug, Default)]
+struct Lagging(std::collections::HashMap<String, Instant>);
+
+/// At most this many names are followed per node (a flood of publishes cannot grow it further).
+const LAGGING_MAX: usize = 256;
 
 const SERVES_READS: u8 = 1;
 const SERVES_MASTER: u8 = 2;
@@ -71,6 +82,8 @@ impl Node {
             capped: AtomicBool::new(false),
             serving: AtomicU8::new(0),
             upstream: upstream::Pool::default(),
+            lagging: Mutex::new(Lagging::default()),
+            lagged: AtomicU64::new(0),
         }
     }
 
@@ -124,6 +137,39 @@ impl Node {
     /// Requests this node answered (any status).
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// Notes that this node did not know `subject` while the master did. Returns how long it has
+    /// not known it when that is past `deaf_after` (the node is up but deaf to the broker), once
+    /// per `deaf_after`. What was first seen more than three times `deaf_after` ago counts anew
+    /// (a name removed and published again).
+    pub fn lagged(&self, subject: &str, deaf_after: Duration) -> Option<Duration> {
+        self.lagged.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut lagging = self.lagging.lock().unwrap_or_else(|p| p.into_inner());
+        let table = &mut lagging.0;
+        if table.len() >= LAGGING_MAX {
+            table.retain(|_, since| now.duration_since(*since) <= deaf_after * 3);
+            if table.len() >= LAGGING_MAX {
+                return None;
+            }
+        }
+        let since = *table.entry(subject.to_string()).or_insert(now);
+        let behind = now.duration_since(since);
+        if behind > deaf_after * 3 {
+            table.insert(subject.to_string(), now);
+            None
+        } else if behind > deaf_after {
+            table.insert(subject.to_string(), now);
+            Some(behind)
+        } else {
+            None
+        }
+    }
+
+    /// Reads it answered "not known here" that the master answered (replication lag).
+    pub fn lag_count(&self) -> u64 {
+        self.lagged.load(Ordering::Relaxed)
     }
 
     /// Which pools it serves in the snapshot being published (a freed slot goes to their queues).

@@ -5,6 +5,8 @@
 mod budget;
 mod headers;
 mod lookahead;
+mod opinion;
+mod pin;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -25,8 +27,10 @@ use tokio::sync::mpsc;
 use crate::classify::{Pool, Verdict};
 use crate::cluster::{Acquire, InFlight, Node, Queues, Waiter};
 use crate::config::{ClassTimeouts, Config};
+use crate::consistency::Pins;
 use crate::control::Report;
 use crate::error::ProxyError;
+use crate::exception;
 use crate::metrics::Metrics;
 use crate::record::{request_id, Record, Recorder};
 
@@ -65,6 +69,8 @@ pub struct Proxy {
     queued: AtomicUsize,
     budget: RetryBudget,
     recorder: Arc<Recorder>,
+    /// The clients that wrote a moment ago (read-your-writes).
+    pins: Pins,
 }
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -94,6 +100,7 @@ impl Proxy {
             recorder,
             queued: AtomicUsize::new(0),
             budget: RetryBudget::default(),
+            pins: Pins::new(),
         }
     }
 
@@ -206,9 +213,14 @@ impl Proxy {
                 (route, frames.0, frames.1)
             }
         };
+        let (route, pinned) = self.read_your_writes(route, &parts, peer, config);
         record.pool = Some(route.pool);
         record.class = Some(route.class);
-        record.why = Some(route.why());
+        record.why = Some(if pinned {
+            "read-your-writes"
+        } else {
+            route.why()
+        });
         tracing::debug!(method = %parts.method, path = parts.uri.path(), pool = ?route.pool, class = %route.class, "classified");
         let timeouts = *config.timeouts.of(route.pool);
         let max_body = config.limits.max_body;
@@ -229,6 +241,7 @@ impl Proxy {
         // Idempotent reads whose whole body is held can go to another node.
         let replay = match (&body, route.pool, route.write) {
             (Some(b), Pool::Reads, false) => b.replayable_copy(),
+            (Some(b), Pool::Master, false) if pinned => b.replayable_copy(),
             _ => None,
         };
 
@@ -294,27 +307,16 @@ impl Proxy {
                     return Err(ProxyError::BadRequest("request body already consumed"))
                 }
             };
-            let mut request = Request::new(attempt_body);
-            *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = headers::node_target(parts.uri.path_and_query());
-            *request.version_mut() = Version::HTTP_11;
-            *request.headers_mut() = parts.headers.clone();
-            if !request.headers().contains_key(header::HOST) {
-                // An HTTP/1.0 client that named no host: the node's own name.
-                if let Ok(host) = HeaderValue::from_str(node.authority().as_str()) {
-                    request.headers_mut().insert(header::HOST, host);
-                }
-            }
-            let sent = {
-                let dest = upstream::Dest {
-                    authority: node.authority(),
-                    tls: node.spec.tls.then_some(&snapshot.node_tls),
-                    connect_timeout: config.timeouts.connect.0,
-                };
-                let send = std::pin::pin!(node.upstream.send(&dest, request));
-                let (headers, idle) = (timeouts.headers.0, timeouts.idle.0);
-                await_response(send, upload.as_deref(), headers, idle).await
-            };
+            let sent = self
+                .send(
+                    snapshot,
+                    &node,
+                    &parts,
+                    attempt_body,
+                    upload.as_deref(),
+                    timeouts,
+                )
+                .await;
             // A body the attempt never read comes back for the next one.
             body = body.or_else(|| lent.and_then(Lent::take_back));
 
@@ -328,15 +330,40 @@ impl Proxy {
                     // client mistakes (a bad SLD, a duplicate layer…), and a client must not be
                     // able to eject a node.
                     let failed = matches!(status.as_u16(), 502..=504);
-                    self.record(config, &node, !failed);
                     if !failed {
-                        return Ok(respond(
-                            (response, conn),
-                            slot,
-                            (client_host.as_ref(), proto),
+                        // A read answered with what may be an OGC exception: a second opinion.
+                        let look = match &replay {
+                            Some(copy)
+                                if route.pool == Pool::Reads
+                                    && config.consistency.second_opinions =>
+                            {
+                                exception::may_be_exception(status, response.headers())
+                                    .map(|format| (format, copy))
+                            }
+                            _ => None,
+                        };
+                        let client = (client_host.as_ref(), proto);
+                        let answer = respond((response, conn), slot, client, timeouts);
+                        let Some((format, copy)) = look else {
+                            self.record(config, &node, true);
+                            if route.pool == Pool::Master && pin::is_write(&route, &parts.method) {
+                                return self
+                                    .pin_writer(answer, &parts, peer, snapshot, secure, node.name())
+                                    .await;
+                            }
+                            return Ok(answer);
+                        };
+                        let ask = opinion::Ask {
+                            snapshot,
+                            parts: &parts,
+                            copy,
                             timeouts,
-                        ));
+                            client,
+                            tried: &tried,
+                        };
+                        return self.second_opinion(ask, node, answer, format, record).await;
                     }
+                    self.record(config, &node, false);
                     Failure::Status(response, conn, node, slot)
                 }
                 Ok(Err(e)) => {
@@ -389,6 +416,37 @@ impl Proxy {
             // Its node slot and connection are let go before the next attempt.
             last = Some(failure.let_go());
         }
+    }
+
+    /// One attempt: the request sent to `node`, until its response head, a failure, or a stall.
+    async fn send(
+        &self,
+        snapshot: &Snapshot,
+        node: &Node,
+        parts: &http::request::Parts,
+        body: LentBody,
+        upload: Option<&Upload>,
+        timeouts: ClassTimeouts,
+    ) -> Sent {
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = headers::node_target(parts.uri.path_and_query());
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = parts.headers.clone();
+        if !request.headers().contains_key(header::HOST) {
+            // An HTTP/1.0 client that named no host: the node's own name.
+            if let Ok(host) = HeaderValue::from_str(node.authority().as_str()) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
+        let dest = upstream::Dest {
+            authority: node.authority(),
+            tls: node.spec.tls.then_some(&snapshot.node_tls),
+            connect_timeout: snapshot.config.timeouts.connect.0,
+        };
+        let send = std::pin::pin!(node.upstream.send(&dest, request));
+        let (headers, idle) = (timeouts.headers.0, timeouts.idle.0);
+        await_response(send, upload, headers, idle).await
     }
 
     /// Answers with the last failure: the node's own 502/503/504, or geolb's 502/504.
@@ -489,11 +547,18 @@ impl Proxy {
 
     /// Passive health: counts live failures; enough in a row reports the node to the cluster task.
     fn record(&self, config: &Config, node: &Node, ok: bool) {
+        self.recorded(config, node, ok, None);
+    }
+
+    /// [`record`](Self::record), saying what the failure was when it is more than a failed
+    /// exchange (the ejection reason names it).
+    fn recorded(&self, config: &Config, node: &Node, ok: bool, cause: Option<String>) {
         let threshold = config.passive.consecutive_failures;
         if node.record(ok, threshold) {
             let _ = self.reports.try_send(Report::Failing {
                 node: node.id,
                 failures: threshold,
+                cause,
             });
         }
     }
@@ -502,6 +567,10 @@ impl Proxy {
         self.recorder.metrics()
     }
 }
+
+/// What an attempt came to: the node's response head and the connection it came on, a failed
+/// exchange, or a stall.
+type Sent = Result<Result<(Response<Incoming>, Conn), upstream::Error>, Stall>;
 
 /// A node, its in-flight slot, and how long the request waited for it.
 type Granted = (Arc<Node>, InFlight, Duration);

@@ -90,6 +90,9 @@ pub struct Options {
     pub access_log: bool,
     /// `admin.token`.
     pub admin_token: Option<&'static str>,
+    /// The `[consistency]` table. Read-your-writes is off by default here: most tests write, then
+    /// look at where reads go as the classifier sends them.
+    pub consistency: &'static str,
 }
 
 impl Default for Options {
@@ -103,6 +106,7 @@ impl Default for Options {
             extra: "",
             access_log: false,
             admin_token: None,
+            consistency: "read_your_writes = \"0s\"\n",
         }
     }
 }
@@ -126,6 +130,7 @@ pub fn config_text(defs: &[NodeDef], nodes: &[SimNode], opts: &Options) -> Strin
         }
     }
     text.push_str(&format!("[log]\naccess = {}\n", opts.access_log));
+    text.push_str(&format!("[consistency]\n{}", opts.consistency));
     if let Some(token) = opts.admin_token {
         text = text.replace("[admin]\n", &format!("[admin]\ntoken = \"{token}\"\n"));
     }

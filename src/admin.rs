@@ -1,7 +1,8 @@
 //! The operator's listener: the status page (`GET /`), the snapshot as JSON (`GET /status`),
 //! Prometheus metrics (`GET /metrics`), runtime control (`POST /nodes/{name}/{action}`: drain,
-//! disable, enable, promote, check) and `POST /reload`, the last two behind a bearer token when
-//! one is set.
+//! disable, enable, promote, check), `POST /reload`, and the rolling catalog reload
+//! (`POST /cluster/reload`, progress at `GET /cluster/reload`). Control needs the bearer token when
+//! one is set; the rolling reload needs one set.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,6 +13,7 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::rolling::{Handles, Rolling};
 use crate::cluster::Snapshot;
 use crate::control::{Action, Command, CommandError, ReloadRequest, Source};
 use crate::metrics::Metrics;
@@ -64,6 +66,7 @@ pub fn status(snapshot: &Snapshot) -> Value {
                 "seconds_in_state": (since > 0).then(|| now_ms.saturating_sub(since) / 1000),
                 "last_check": last_check,
                 "last_ejection": last_ejection,
+                "lagged_reads": node.lag_count(),
             })
         })
         .collect();
@@ -80,6 +83,7 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     commands: mpsc::Sender<Command>,
     reloads: mpsc::Sender<ReloadRequest>,
+    rolling: Arc<Rolling>,
 }
 
 impl Admin {
@@ -94,6 +98,7 @@ impl Admin {
             metrics,
             commands,
             reloads,
+            rolling: Arc::new(Rolling::default()),
         }
     }
 
@@ -106,7 +111,9 @@ impl Admin {
             }
             (&Method::GET | &Method::HEAD, "/status") => {
                 let snapshot = self.cluster.load();
-                json_reply(StatusCode::OK, &status(&snapshot))
+                let mut value = status(&snapshot);
+                value["catalog_reload"] = self.rolling.progress().to_json();
+                json_reply(StatusCode::OK, &value)
             }
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 self.cluster.load().export(&self.metrics);
@@ -119,13 +126,17 @@ impl Admin {
             }
             (&Method::POST, _) if path.starts_with("/nodes/") => self.control(&req).await,
             (&Method::POST, "/reload") => self.reload(&req).await,
+            (&Method::GET | &Method::HEAD, "/cluster/reload") => {
+                json_reply(StatusCode::OK, &self.rolling.progress().to_json())
+            }
+            (&Method::POST, "/cluster/reload") => self.rolling_reload(&req),
             (_, "/" | "/status" | "/metrics") => {
                 reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use GET\n")
             }
             _ => reply(
                 StatusCode::NOT_FOUND,
                 TEXT,
-                "not found: GET /, /status, /metrics; POST /nodes/{name}/{action}\n",
+                "not found: GET /, /status, /metrics, /cluster/reload; POST /nodes/{name}/{action}, /reload, /cluster/reload\n",
             ),
         }
     }
@@ -210,6 +221,26 @@ impl Admin {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &json!({ "reloaded": false, "error": e }),
             ),
+        }
+    }
+
+    /// `POST /cluster/reload`: starts a rolling catalog reload (202 and its plan), or says why not.
+    fn rolling_reload<B>(&self, req: &Request<B>) -> Response<ResponseBody> {
+        if self.cluster.load().config.admin.token.is_none() {
+            let error = "the rolling reload acts on GeoServer with its admin credentials: set admin.token first";
+            return json_reply(StatusCode::FORBIDDEN, &json!({ "error": error }));
+        }
+        if !self.authorized(req) {
+            return unauthorized();
+        }
+        let handles = Handles {
+            cluster: self.cluster.clone(),
+            commands: self.commands.clone(),
+            metrics: self.metrics.clone(),
+        };
+        match self.rolling.start(handles) {
+            Ok(progress) => json_reply(StatusCode::ACCEPTED, &progress.to_json()),
+            Err(error) => json_reply(StatusCode::CONFLICT, &json!({ "error": error })),
         }
     }
 

@@ -31,6 +31,7 @@ pub struct Config {
     pub passive: Passive,
     pub retries: Retries,
     pub consistency: Consistency,
+    pub catalog_reload: CatalogReload,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub forwarding: Forwarding,
@@ -306,6 +307,60 @@ impl Default for Consistency {
     }
 }
 
+/// `[catalog_reload]`: the rolling catalog reload (`POST /cluster/reload` on the admin listener):
+/// one node at a time drained, `POST {context_path}/rest/reload` on it, re-admitted after `rise`
+/// passing checks.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogReload {
+    /// GeoServer's admin user. Default `admin`.
+    pub user: String,
+    /// A file holding its password (else the `GEOLB_RELOAD_PASSWORD` environment variable).
+    pub password_file: Option<std::path::PathBuf>,
+    /// The password read from `password_file` or the environment; never printed.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    /// Master candidates: `skip` (default: in a JMS cluster a node that broadcasts passes its
+    /// reload on to every node) or `last` (one at a time after the others).
+    pub masters: MastersPolicy,
+    /// How long a node may take to finish its requests in flight once drained. Default `30s`.
+    pub drain_timeout: Dur,
+    /// How long the reload itself may take, and then coming back (`rise` passing checks).
+    /// Default `120s`.
+    pub timeout: Dur,
+}
+
+impl Default for CatalogReload {
+    fn default() -> Self {
+        CatalogReload {
+            user: "admin".to_string(),
+            password_file: None,
+            password: None,
+            masters: MastersPolicy::Skip,
+            drain_timeout: Dur::secs(30),
+            timeout: Dur::secs(120),
+        }
+    }
+}
+
+/// What a rolling reload does with master candidates.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MastersPolicy {
+    Skip,
+    Last,
+}
+
+/// A password: its `Debug` prints nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// `[limits]`: what geolb accepts from clients and sends to each node.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -542,6 +597,7 @@ struct FileConfig {
     passive: Passive,
     retries: Retries,
     consistency: Consistency,
+    catalog_reload: CatalogReload,
     limits: Limits,
     timeouts: Timeouts,
     forwarding: Forwarding,
@@ -891,6 +947,11 @@ impl FileConfig {
             ("retries.budget_window", self.retries.budget_window),
             ("consistency.deaf_after", self.consistency.deaf_after),
             (
+                "catalog_reload.drain_timeout",
+                self.catalog_reload.drain_timeout,
+            ),
+            ("catalog_reload.timeout", self.catalog_reload.timeout),
+            (
                 "forwarding.pool_idle_timeout",
                 self.forwarding.pool_idle_timeout,
             ),
@@ -958,6 +1019,17 @@ impl FileConfig {
             }
             consistency.key = Some(std::sync::Arc::from(key));
         }
+        let mut catalog_reload = self.catalog_reload;
+        catalog_reload.password = match &catalog_reload.password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    let why = format!("cannot read {}: {e}", path.display());
+                    ConfigError::at("catalog_reload.password_file", None, why)
+                })?;
+                Some(Secret(text.trim_end_matches(['\r', '\n']).to_string()))
+            }
+            None => std::env::var("GEOLB_RELOAD_PASSWORD").ok().map(Secret),
+        };
         if self.nodes.is_empty() {
             return Err(ConfigError::at(
                 "nodes",
@@ -1052,6 +1124,7 @@ impl FileConfig {
             passive: self.passive,
             retries: self.retries,
             consistency,
+            catalog_reload,
             limits: self.limits,
             timeouts: self.timeouts,
             forwarding: self.forwarding,

@@ -47,6 +47,10 @@ pub struct Metrics {
     /// Reads sent to the master because their client wrote a moment ago, by how it was known
     /// (`cookie`, `address`).
     pub pinned_reads: IntCounterVec,
+    /// Nodes a rolling catalog reload took, by result (`reloaded`, `failed`, `skipped`).
+    pub catalog_reloads: IntCounterVec,
+    /// 1 while a rolling catalog reload runs.
+    pub catalog_reload_running: IntGauge,
     /// Client connections open (TLS handshakes included, admin excluded).
     pub client_connections: IntGauge,
     /// Client connections geolb closed, by reason.
@@ -179,6 +183,13 @@ impl Metrics {
                 "Reads sent to the master because their client wrote within consistency.read_your_writes, by how the client was known (cookie, address).",
                 &["by"],
             ),
+            catalog_reloads: counters(
+                &r,
+                "geolb_catalog_reload_nodes_total",
+                "Nodes a rolling catalog reload took, by result: reloaded (drained, reloaded, re-admitted), failed (did not come back: the reload stopped there), skipped.",
+                &["result"],
+            ),
+            catalog_reload_running: gauge(&r, "geolb_catalog_reload_running", "1 while a rolling catalog reload runs."),
             client_connections: gauge(&r, "geolb_client_connections", "Client connections open (TLS handshakes included, admin excluded)."),
             closed: counters(
                 &r,

@@ -11,6 +11,7 @@ pub mod discover;
 pub mod elect;
 pub mod health;
 pub mod node;
+pub mod rolling;
 pub mod snapshot;
 
 use std::collections::{BTreeSet, HashMap};

@@ -347,9 +347,17 @@ impl Proxy {
                         let Some((format, copy)) = look else {
                             self.record(config, &node, true);
                             if route.pool == Pool::Master && pin::is_write(&route, &parts.method) {
-                                return self
-                                    .pin_writer(answer, &parts, peer, snapshot, secure, node.name())
-                                    .await;
+                                // Boxed, like the second opinion below: the rare paths keep
+                                // their state off every request's future.
+                                let pin = self.pin_writer(
+                                    answer,
+                                    &parts,
+                                    peer,
+                                    snapshot,
+                                    secure,
+                                    node.name(),
+                                );
+                                return Box::pin(pin).await;
                             }
                             return Ok(answer);
                         };
@@ -361,7 +369,8 @@ impl Proxy {
                             client,
                             tried: &tried,
                         };
-                        return self.second_opinion(ask, node, answer, format, record).await;
+                        let opinion = self.second_opinion(ask, node, answer, format, record);
+                        return Box::pin(opinion).await;
                     }
                     self.record(config, &node, false);
                     Failure::Status(response, conn, node, slot)

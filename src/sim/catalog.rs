@@ -3,6 +3,7 @@
 //! replica is deaf (cut off from the broker) when the change would have reached it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ use tokio::time::Instant;
 struct Event {
     at: Option<Instant>,
     present: bool,
+    /// The node the change was made on (it knows at once), if any.
+    origin: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +49,7 @@ impl Catalog {
                 let event = Event {
                     at: None,
                     present: true,
+                    origin: None,
                 };
                 inner.layers.insert((*layer).to_string(), vec![event]);
             }
@@ -63,12 +67,12 @@ impl Catalog {
 
     /// Publishes `name` now (again, if it was removed).
     pub fn publish(&self, name: &str) {
-        self.change(name, true);
+        self.change(name, true, None);
     }
 
     /// Removes `name` now.
     pub fn remove(&self, name: &str) {
-        self.change(name, false);
+        self.change(name, false, None);
     }
 
     /// The layers published and not removed since (what the master sees), sorted.
@@ -83,10 +87,12 @@ impl Catalog {
             .collect()
     }
 
-    fn change(&self, name: &str, present: bool) {
+    /// A change made on the node that hears with `origin` (it knows it at once, whatever its lag).
+    pub(crate) fn change(&self, name: &str, present: bool, origin: Option<&Hearing>) {
         let event = Event {
             at: Some(Instant::now()),
             present,
+            origin: origin.map(|h| h.id),
         };
         let mut inner = self.lock();
         inner
@@ -107,6 +113,8 @@ impl Catalog {
 /// What one node hears of the catalog: its lag behind the master and when it was deaf.
 #[derive(Debug, Default)]
 pub(crate) struct Hearing {
+    /// Tells this node's own changes from the others'.
+    id: u64,
     pub(crate) lag: Duration,
     /// Deaf spells, oldest first: from, until (`None`: still deaf).
     deaf: Vec<(Instant, Option<Instant>)>,
@@ -114,7 +122,9 @@ pub(crate) struct Hearing {
 
 impl Hearing {
     pub(crate) fn new(lag: Duration) -> Hearing {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         Hearing {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
             lag,
             deaf: Vec::new(),
         }
@@ -140,6 +150,9 @@ impl Hearing {
         let Some(at) = event.at else {
             return true;
         };
+        if event.origin == Some(self.id) {
+            return true;
+        }
         let delivered = at + self.lag;
         delivered <= now
             && !self
@@ -218,7 +231,16 @@ mod tests {
         catalog.publish("demo:lakes");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(replica.knows(&catalog, "demo:lakes"), "hears again");
-        assert_eq!(replica.known(&catalog), ["demo:lakes", "topp:states"]);
+        catalog.change("demo:own", true, Some(&replica));
+        assert!(
+            replica.knows(&catalog, "demo:own"),
+            "its own change, at once"
+        );
+        assert!(master.knows(&catalog, "demo:own"));
+        assert_eq!(
+            replica.known(&catalog),
+            ["demo:lakes", "demo:own", "topp:states"]
+        );
     }
 
     #[test]

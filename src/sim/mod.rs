@@ -131,6 +131,13 @@ impl Shared {
         lock(&self.hearing).knows(&self.catalog, layer)
     }
 
+    /// Publishes (`present`) or removes a layer through this node: it knows at once, the others
+    /// after their lag.
+    fn change(&self, layer: &str, present: bool) {
+        let hearing = lock(&self.hearing);
+        self.catalog.change(layer, present, Some(&hearing));
+    }
+
     fn busy(&self) -> bool {
         lock(&self.busy_until).is_some_and(|until| Instant::now() < until)
     }
@@ -458,13 +465,13 @@ fn control(shared: &Shared, uri: &http::Uri) -> Option<Response<SimBody>> {
         let Some(layer) = layer() else {
             return Some(missing());
         };
-        shared.catalog.publish(layer.trim());
+        shared.change(layer.trim(), true);
         ok(TEXT, format!("published {}\n", layer.trim()))
     } else if path.ends_with("/__sim/remove") {
         let Some(layer) = layer() else {
             return Some(missing());
         };
-        shared.catalog.remove(layer.trim());
+        shared.change(layer.trim(), false);
         ok(TEXT, format!("removed {}\n", layer.trim()))
     } else {
         return None;
@@ -485,7 +492,7 @@ async fn healthy(shared: &Shared, req: Request<Incoming>, probe: bool) -> Respon
         _ if writing => digest(name, &parts, body).await,
         Method::DELETE => {
             if let Some(layer) = rest::removed_layer(path) {
-                shared.catalog.remove(&layer);
+                shared.change(&layer, false);
             }
             ok(TEXT, "deleted\n")
         }
@@ -650,7 +657,7 @@ async fn publish(
     let (Some(ws), Some(name)) = (rest::publish_workspace(path), rest::published_name(&buf)) else {
         return simple(StatusCode::BAD_REQUEST, TEXT, "no name in the body\n");
     };
-    shared.catalog.publish(&format!("{ws}:{name}"));
+    shared.change(&format!("{ws}:{name}"), true);
     let host = parts
         .headers
         .get(header::HOST)

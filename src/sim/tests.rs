@@ -444,6 +444,10 @@ async fn publishing_takes_json_refuses_big_bodies_and_leaves_other_writes_alone(
         master.node.knows("demo:dem"),
         "any node publishes into the shared catalog"
     );
+    assert!(
+        replica.node.knows("demo:dem"),
+        "the node that published knows at once"
+    );
     let big = Bytes::from(vec![b' '; PUBLISH_LIMIT + 1]);
     let (parts, _) = replica.send(Request::post(url), big).await;
     assert_eq!(parts.status, StatusCode::PAYLOAD_TOO_LARGE);

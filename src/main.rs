@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use geolb::config::{Config, ConfigError};
 use geolb::server;
-use geolb::sim::SimNode;
+use geolb::sim::{Catalog, SimNode};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,9 @@ enum Command {
         /// Where the admin listener listens.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
+        /// How far the replicas lag behind the master's catalog (e.g. `500ms`, `2s`).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        lag: std::time::Duration,
     },
     /// Exit 0 when the running geolb's admin listener answers (for container health checks).
     Healthcheck,
@@ -97,7 +100,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Demo { listen, admin } => block_on(demo(listen, admin)),
+        Command::Demo { listen, admin, lag } => block_on(demo(listen, admin, lag)),
         Command::Sim { name, listen } => block_on(sim(name, listen)),
         Command::Healthcheck => match Config::load(&cli.config) {
             Ok(config) => healthcheck(config.admin.listen),
@@ -232,13 +235,21 @@ async fn sim(name: String, listen: SocketAddr) -> ExitCode {
     }
 }
 
-async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
+async fn demo(listen: SocketAddr, admin: SocketAddr, lag: std::time::Duration) -> ExitCode {
     let Some(mut signals) = stop_signals() else {
         return ExitCode::FAILURE;
     };
+    // One catalog, as in a GeoServer JMS cluster: the master sees a change at once, the
+    // replicas `lag` later.
+    let catalog = Catalog::with_layers(&["topp:states"]);
     let mut nodes = Vec::new();
-    for name in ["gs-master", "gs-replica-1", "gs-replica-2"] {
-        match SimNode::start(name, SocketAddr::from(([127, 0, 0, 1], 0))).await {
+    for (name, lag) in [
+        ("gs-master", std::time::Duration::ZERO),
+        ("gs-replica-1", lag),
+        ("gs-replica-2", lag),
+    ] {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        match SimNode::start_in(name, any, catalog.clone(), lag).await {
             Ok(node) => nodes.push(node),
             Err(e) => {
                 eprintln!("error: cannot start a simulated node: {e}");
@@ -246,15 +257,28 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
             }
         }
     }
+    // The simulated nodes' REST password (admin / geoserver), for the rolling catalog reload.
+    let password_file =
+        std::env::temp_dir().join(format!("geolb-demo-{}.password", std::process::id()));
+    if let Err(e) = std::fs::write(&password_file, "geoserver") {
+        eprintln!("error: cannot write {}: {e}", password_file.display());
+        return ExitCode::FAILURE;
+    }
+    let password_path = toml::Value::String(password_file.display().to_string());
     let text = format!(
         r#"
 [listen]
 http = ["{listen}"]
 [admin]
 listen = "{admin}"
+token = "demo"
 [health]
 interval = "1s"
 timeout = "500ms"
+[catalog_reload]
+user = "admin"
+password_file = {password_path}
+masters = "last"
 [[nodes]]
 name = "gs-master"
 url = "{}"
@@ -271,7 +295,22 @@ url = "{}"
         nodes[1].url(),
         nodes[2].url()
     );
-    let config = match Config::parse(&text) {
+    let code = demo_with(&text, &nodes, lag, &mut signals).await;
+    let _ = std::fs::remove_file(&password_file);
+    for node in &nodes {
+        node.kill().await;
+    }
+    code
+}
+
+/// Runs geolb with the demo `text` in front of `nodes` and prints the walkthrough until a signal.
+async fn demo_with(
+    text: &str,
+    nodes: &[SimNode],
+    lag: std::time::Duration,
+    signals: &mut server::Signals,
+) -> ExitCode {
+    let config = match Config::parse(text) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: the demo config is invalid: {e}");
@@ -289,13 +328,15 @@ url = "{}"
         }
     };
     let (proxy, admin, master) = (running.http[0], running.admin, nodes[0].url());
+    let lag_text = humantime::format_duration(lag);
     println!(
-        "geolb demo: three simulated GeoServer nodes behind geolb\n\
-         \x20 gs-master     {}  master candidate #1\n\
+        "geolb demo: three simulated GeoServer nodes behind geolb, sharing one catalog\n\
+         \x20 gs-master     {}  master candidate #1, sees catalog changes at once\n\
          \x20 gs-replica-1  {}  master candidate #2: takes the writes when gs-master is down\n\
          \x20 gs-replica-2  {}  replica (reads only)\n\
+         \x20 the replicas see a catalog change {lag_text} after the master (--lag)\n\
          geolb: http://{proxy}\n\
-         admin: http://{admin}/status\n\n\
+         admin: http://{admin}/status (token: demo)\n\n\
          Try (the X-Node header names the node that answered):\n\
          \x20 a read, spread over every node:\n\
          \x20   curl -si 'http://{proxy}/geoserver/wms?service=WMS&version=1.3.0&request=GetMap&layers=topp:states&bbox=-180,-90,180,90&width=256&height=256&crs=EPSG:4326&format=image/png' -o /dev/null -D - | grep -i x-node\n\
@@ -307,17 +348,32 @@ url = "{}"
          \x20   curl -X POST {master}/__sim/fail\n\
          \x20 bring it back (failback is sticky: gs-replica-1 keeps the role until it fails):\n\
          \x20   curl -X POST {master}/__sim/recover\n\
-         \x20 other failures: /__sim/hang (never answers), /__sim/exception (200 with an OGC exception).\n\
+         \x20 other failures: /__sim/hang (never answers), /__sim/exception (200 with an OGC exception).\n\n\
+         Publish, then read at once (replication lag hidden):\n\
+         \x20 publish demo:roads through geolb (the write goes to the master; geolb pins you there for a few seconds):\n\
+         \x20   curl -si -c /tmp/geolb-demo.cookies -X POST -H 'Content-Type: text/xml' -d '<featureType><name>roads</name></featureType>' http://{proxy}/geoserver/rest/workspaces/demo/datastores/demo/featuretypes\n\
+         \x20 read it at once: a map, not LayerNotDefined, although the replicas do not know it yet\n\
+         \x20 (a replica's \"not known here\" is asked again of the master; with the cookie you read from the master):\n\
+         \x20   curl -si -b /tmp/geolb-demo.cookies 'http://{proxy}/geoserver/wms?service=WMS&version=1.3.0&request=GetMap&layers=demo:roads&bbox=-180,-90,180,90&width=256&height=256&crs=EPSG:4326&format=image/png' -o /dev/null -D - | grep -i -e content-type -e x-node\n\
+         \x20 the replicas learn demo:roads {lag_text} later; ask one directly to see (LayerNotDefined, then image/png):\n\
+         \x20   curl -s '{replica1}/geoserver/wms?service=WMS&version=1.3.0&request=GetMap&layers=demo:roads' | head -c 300; echo\n\
+         \x20 make a node sick (every answer an OutOfMemoryError exception): its exceptions never reach clients;\n\
+         \x20 watch /status eject it with the reason:\n\
+         \x20   curl -X POST {replica2}/__sim/exception\n\
+         \x20   curl -s http://{admin}/status\n\
+         \x20   curl -X POST {replica2}/__sim/recover\n\
+         \x20 a rolling catalog reload, one node at a time (each busy for a moment), master candidates last:\n\
+         \x20   curl -X POST -H 'Authorization: Bearer demo' http://{admin}/cluster/reload\n\
+         \x20   curl -s http://{admin}/cluster/reload\n\
          Ctrl-C stops.",
         nodes[0].url(),
         nodes[1].url(),
         nodes[2].url(),
+        replica1 = nodes[1].url(),
+        replica2 = nodes[2].url(),
     );
     signals.stop().await;
     println!("stopping");
     running.shutdown().await;
-    for node in &nodes {
-        node.kill().await;
-    }
     ExitCode::SUCCESS
 }

@@ -1,6 +1,18 @@
 //! A simulated GeoServer node for the demo, integration tests and benchmarks: an
 //! HTTP/1.1 + h2c server that names itself in `X-Node` and can be told to fail, hang,
 //! answer OGC exceptions, or be killed and restarted on the same port.
+//!
+//! Nodes started with [`SimNode::start_in`] form a cluster sharing a [`Catalog`], like a
+//! GeoServer JMS cluster: a layer published on one (a REST `POST` of a feature type or coverage)
+//! reaches the others their `lag` later, and until then they answer requests naming it with
+//! GeoServer's own exception documents (`LayerNotDefined` and the like). A catalog reload
+//! (`POST .../rest/reload`, Basic credentials) keeps the node busy (503) while it lasts.
+
+mod catalog;
+mod ogc;
+mod rest;
+#[cfg(test)]
+mod tests;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -8,7 +20,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,6 +38,10 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+pub use catalog::Catalog;
+use catalog::Hearing;
 
 /// How a [`SimNode`] answers non-control requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +52,7 @@ pub enum Mode {
     Fail,
     /// Never answer (until the node is killed).
     Hang,
-    /// Answer 200 with an OGC `ServiceExceptionReport`.
+    /// Answer 200 with an OGC `ServiceExceptionReport` (`NoApplicableCode`, out of memory).
     Exception,
 }
 
@@ -55,9 +71,8 @@ impl fmt::Display for Mode {
     }
 }
 
-const EXCEPTION_XML: &str = "<?xml version=\"1.0\"?><ServiceExceptionReport version=\"1.3.0\">\
-    <ServiceException code=\"NoApplicableCode\">simulated exception</ServiceException>\
-    </ServiceExceptionReport>";
+/// The text of the exception a sick node ([`Mode::Exception`]) answers everything with.
+pub const SICK_TEXT: &str = "java.lang.OutOfMemoryError: Java heap space";
 /// A valid 1x1 transparent RGBA PNG.
 const PNG_1X1: &[u8] = &[
     0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
@@ -68,6 +83,8 @@ const PNG_1X1: &[u8] = &[
 ];
 const TEXT: &str = "text/plain";
 const BLOB_CHUNK: usize = 64 * 1024;
+/// The most of a publish body a node reads.
+const PUBLISH_LIMIT: usize = 1024 * 1024;
 const X_NODE: HeaderName = HeaderName::from_static("x-node");
 
 type SimBody = BoxBody<Bytes, Infallible>;
@@ -81,6 +98,24 @@ struct Shared {
     hits: AtomicU64,
     writes: AtomicU64,
     probes: AtomicU64,
+    exceptions_sent: AtomicU64,
+    catalog: Catalog,
+    hearing: StdMutex<Hearing>,
+    /// REST user and password (for the catalog reload).
+    credentials: StdMutex<(String, String)>,
+    reload_time: StdMutex<Duration>,
+    /// Reloading until then: every request answered 503.
+    busy_until: StdMutex<Option<Instant>>,
+    reloads: AtomicU64,
+    reload_rejections: AtomicU64,
+    last_reload_auth: StdMutex<Option<String>>,
+}
+
+/// A std mutex's guard, even if a panic elsewhere poisoned it (a test tool: the data stays usable).
+fn lock<T>(mutex: &StdMutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {
@@ -90,6 +125,21 @@ impl Shared {
 
     fn set_mode(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    fn knows(&self, layer: &str) -> bool {
+        lock(&self.hearing).knows(&self.catalog, layer)
+    }
+
+    /// Publishes (`present`) or removes a layer through this node: it knows at once, the others
+    /// after their lag.
+    fn change(&self, layer: &str, present: bool) {
+        let hearing = lock(&self.hearing);
+        self.catalog.change(layer, present, Some(&hearing));
+    }
+
+    fn busy(&self) -> bool {
+        lock(&self.busy_until).is_some_and(|until| Instant::now() < until)
     }
 }
 
@@ -107,8 +157,20 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    /// Binds `addr` (e.g. 127.0.0.1:0) and starts serving on a spawned tokio task.
+    /// Binds `addr` (e.g. 127.0.0.1:0) and starts serving on a spawned tokio task. The node has
+    /// a catalog of its own that knows every layer name.
     pub async fn start(name: &str, addr: SocketAddr) -> io::Result<SimNode> {
+        SimNode::start_in(name, addr, Catalog::open(), Duration::ZERO).await
+    }
+
+    /// Like [`start`](Self::start), as a member of a cluster sharing `catalog`: the node sees a
+    /// layer `lag` after it was published (or removed); lag zero is the master.
+    pub async fn start_in(
+        name: &str,
+        addr: SocketAddr,
+        catalog: Catalog,
+        lag: Duration,
+    ) -> io::Result<SimNode> {
         let listener = TcpListener::bind(addr).await?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),
@@ -117,6 +179,15 @@ impl SimNode {
             hits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             probes: AtomicU64::new(0),
+            exceptions_sent: AtomicU64::new(0),
+            catalog,
+            hearing: StdMutex::new(Hearing::new(lag)),
+            credentials: StdMutex::new(("admin".to_string(), "geoserver".to_string())),
+            reload_time: StdMutex::new(Duration::from_millis(300)),
+            busy_until: StdMutex::new(None),
+            reloads: AtomicU64::new(0),
+            reload_rejections: AtomicU64::new(0),
+            last_reload_auth: StdMutex::new(None),
         });
         let running = Some(spawn_server(listener, shared.clone()));
         Ok(SimNode {
@@ -150,9 +221,74 @@ impl SimNode {
         self.shared.mode()
     }
 
+    /// The catalog the node reads (shared with its cluster).
+    pub fn catalog(&self) -> Catalog {
+        self.shared.catalog.clone()
+    }
+
+    /// How far behind the catalog's changes the node is from now on (also for the changes made
+    /// before).
+    pub fn set_lag(&self, lag: Duration) {
+        lock(&self.shared.hearing).lag = lag;
+    }
+
+    /// The node's replication lag.
+    pub fn lag(&self) -> Duration {
+        lock(&self.shared.hearing).lag
+    }
+
+    /// A deaf node (a replica cut off from the JMS broker) never learns the changes made while
+    /// it is deaf, even once it hears again.
+    pub fn set_deaf(&self, deaf: bool) {
+        lock(&self.shared.hearing).set_deaf(deaf);
+    }
+
+    /// Whether the node is deaf now.
+    pub fn is_deaf(&self) -> bool {
+        lock(&self.shared.hearing).is_deaf()
+    }
+
+    /// Whether the node knows `layer` (`ws:name`; a bare name matches any workspace) now.
+    pub fn knows(&self, layer: &str) -> bool {
+        self.shared.knows(layer)
+    }
+
+    /// The REST credentials the catalog reload must carry (default `admin` / `geoserver`).
+    pub fn set_credentials(&self, user: &str, password: &str) {
+        *lock(&self.shared.credentials) = (user.to_string(), password.to_string());
+    }
+
+    /// How long a catalog reload keeps the node busy (default 300 ms).
+    pub fn set_reload_time(&self, time: Duration) {
+        *lock(&self.shared.reload_time) = time;
+    }
+
+    /// Catalog reloads accepted (right credentials).
+    pub fn reloads(&self) -> u64 {
+        self.shared.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Catalog reloads refused for want of the right credentials.
+    pub fn reload_rejections(&self) -> u64 {
+        self.shared.reload_rejections.load(Ordering::Relaxed)
+    }
+
+    /// The raw `Authorization` header of the last reload attempt (`None`: it had none, or
+    /// there was none).
+    pub fn last_reload_auth(&self) -> Option<String> {
+        lock(&self.shared.last_reload_auth).clone()
+    }
+
+    /// Exception documents sent to requests that are not health probes: unknown layers (an
+    /// exception drawn as an image for `EXCEPTIONS=INIMAGE` included) and a sick node's.
+    pub fn exceptions_sent(&self) -> u64 {
+        self.shared.exceptions_sent.load(Ordering::Relaxed)
+    }
+
     /// Requests received that are not health probes (a probe has a User-Agent starting
     /// with "geolb-health"). Control requests under /__sim/ (fail, hang, exception,
-    /// recover) are not counted either; blob, slow and redirect requests are.
+    /// recover, lag, deaf, hear, publish, remove) are not counted either; blob, slow and
+    /// redirect requests are.
     pub fn hits(&self) -> u64 {
         self.shared.hits.load(Ordering::Relaxed)
     }
@@ -167,9 +303,17 @@ impl SimNode {
         self.shared.probes.load(Ordering::Relaxed)
     }
 
-    /// Sets hits, writes and probes back to zero.
+    /// Sets every counter (hits, writes, probes, exceptions, reloads and rejections) back to zero.
     pub fn reset_counters(&self) {
-        for counter in [&self.shared.hits, &self.shared.writes, &self.shared.probes] {
+        let s = &self.shared;
+        for counter in [
+            &s.hits,
+            &s.writes,
+            &s.probes,
+            &s.exceptions_sent,
+            &s.reloads,
+            &s.reload_rejections,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
     }
@@ -251,21 +395,19 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|&stop| stop).await;
 }
 
+/// The sick node's answer: WMS 1.3.0's `NoApplicableCode`, out of memory.
+fn sick_exception() -> String {
+    ogc::wms_exception_1_3_0("NoApplicableCode", None, SICK_TEXT)
+}
+
 /// Counts the request, then answers it according to the node's mode.
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
-    const CONTROL: [(&str, Mode); 4] = [
-        ("/__sim/fail", Mode::Fail),
-        ("/__sim/hang", Mode::Hang),
-        ("/__sim/exception", Mode::Exception),
-        ("/__sim/recover", Mode::Healthy),
-    ];
-    let path = req.uri().path();
-    let mut resp = if let Some(&(_, mode)) = CONTROL.iter().find(|(s, _)| path.ends_with(s)) {
-        shared.set_mode(mode);
-        ok(TEXT, format!("mode: {mode}\n"))
+    let mut resp = if let Some(resp) = control(shared, req.uri()) {
+        resp
     } else {
         let ua = req.headers().get(header::USER_AGENT);
-        if ua.is_some_and(|ua| ua.as_bytes().starts_with(b"geolb-health")) {
+        let probe = ua.is_some_and(|ua| ua.as_bytes().starts_with(b"geolb-health"));
+        if probe {
             shared.probes.fetch_add(1, Ordering::Relaxed);
         } else {
             shared.hits.fetch_add(1, Ordering::Relaxed);
@@ -276,8 +418,14 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
         match shared.mode() {
             Mode::Fail => simple(StatusCode::SERVICE_UNAVAILABLE, TEXT, "simulated failure\n"),
             Mode::Hang => std::future::pending().await,
-            Mode::Exception => ok("text/xml", EXCEPTION_XML),
-            Mode::Healthy => healthy(shared, req).await,
+            _ if shared.busy() => simple(StatusCode::SERVICE_UNAVAILABLE, TEXT, "Server Busy\n"),
+            Mode::Exception => {
+                if !probe {
+                    shared.exceptions_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                ok("text/xml", sick_exception())
+            }
+            Mode::Healthy => healthy(shared, req, probe).await,
         }
     };
     if let Ok(name) = HeaderValue::from_str(&shared.name) {
@@ -286,14 +434,68 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
     resp
 }
 
+/// The control paths under `/__sim/` that change the node (not counted as hits).
+fn control(shared: &Shared, uri: &http::Uri) -> Option<Response<SimBody>> {
+    const MODES: [(&str, Mode); 4] = [
+        ("/__sim/fail", Mode::Fail),
+        ("/__sim/hang", Mode::Hang),
+        ("/__sim/exception", Mode::Exception),
+        ("/__sim/recover", Mode::Healthy),
+    ];
+    let path = uri.path();
+    if let Some(&(_, mode)) = MODES.iter().find(|(s, _)| path.ends_with(s)) {
+        shared.set_mode(mode);
+        return Some(ok(TEXT, format!("mode: {mode}\n")));
+    }
+    let layer = || query_param(uri, "layer").filter(|l| !l.trim().is_empty());
+    let missing = || simple(StatusCode::BAD_REQUEST, TEXT, "missing layer\n");
+    Some(if path.ends_with("/__sim/lag") {
+        match query_u64(uri, "ms") {
+            Some(ms) => {
+                lock(&shared.hearing).lag = Duration::from_millis(ms);
+                ok(TEXT, format!("lag: {ms} ms\n"))
+            }
+            None => simple(StatusCode::BAD_REQUEST, TEXT, "bad ms\n"),
+        }
+    } else if path.ends_with("/__sim/deaf") || path.ends_with("/__sim/hear") {
+        let deaf = path.ends_with("/__sim/deaf");
+        lock(&shared.hearing).set_deaf(deaf);
+        ok(TEXT, if deaf { "deaf\n" } else { "hearing\n" })
+    } else if path.ends_with("/__sim/publish") {
+        let Some(layer) = layer() else {
+            return Some(missing());
+        };
+        shared.change(layer.trim(), true);
+        ok(TEXT, format!("published {}\n", layer.trim()))
+    } else if path.ends_with("/__sim/remove") {
+        let Some(layer) = layer() else {
+            return Some(missing());
+        };
+        shared.change(layer.trim(), false);
+        ok(TEXT, format!("removed {}\n", layer.trim()))
+    } else {
+        return None;
+    })
+}
+
 /// Answers like a working GeoServer, echoing the routing headers it saw.
-async fn healthy(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
+async fn healthy(shared: &Shared, req: Request<Incoming>, probe: bool) -> Response<SimBody> {
     let (parts, body) = req.into_parts();
     let (uri, name) = (&parts.uri, shared.name.as_str());
     let path = uri.path();
+    let writing = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
     let mut resp = match parts.method {
-        Method::POST | Method::PUT | Method::PATCH => digest(name, &parts, body).await,
-        Method::DELETE => ok(TEXT, "deleted\n"),
+        Method::POST | Method::PUT if rest::is_reload(path) => reload(shared, &parts).await,
+        Method::POST if rest::publish_workspace(path).is_some() => {
+            publish(shared, &parts, body).await
+        }
+        _ if writing => digest(name, &parts, body).await,
+        Method::DELETE => {
+            if let Some(layer) = rest::removed_layer(path) {
+                shared.change(&layer, false);
+            }
+            ok(TEXT, "deleted\n")
+        }
         _ if path.ends_with("/__sim/blob") => {
             match (query_u64(uri, "bytes"), query_u64(uri, "seed")) {
                 (Some(bytes), Some(seed)) => {
@@ -326,30 +528,15 @@ async fn healthy(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
             }
             resp
         }
-        _ => {
-            let request = query_param(uri, "request").unwrap_or_default();
-            if request.eq_ignore_ascii_case("GetCapabilities") {
-                let xml = format!(
-                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><WMS_Capabilities version=\"1.3.0\">\
-                     <Service><Name>WMS</Name><Title>simulated GeoServer {name}</Title></Service>\
-                     </WMS_Capabilities>"
-                );
-                ok("text/xml", xml)
-            } else if request.eq_ignore_ascii_case("GetMap") {
-                ok("image/png", PNG_1X1)
-            } else if path.contains("/rest") {
-                let json = serde_json::json!({ "node": name }).to_string();
-                ok("application/json", json)
-            } else if path.contains("/web") {
-                let html = format!(
-                    "<!DOCTYPE html><html><head><title>GeoServer {name}</title></head>\
-                     <body><h1>simulated GeoServer {name}</h1></body></html>\n"
-                );
-                ok("text/html", html)
-            } else {
-                ok(TEXT, format!("{name}\n"))
+        _ => match ogc::answer(uri, &|layer| shared.knows(layer)) {
+            Some(answer) => {
+                if answer.exception && !probe {
+                    shared.exceptions_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                simple(answer.status, answer.ctype, answer.body)
             }
-        }
+            None => unnamed(shared, uri),
+        },
     };
     let headers = resp.headers_mut();
     let authority = || HeaderValue::from_str(uri.authority()?.as_str()).ok();
@@ -375,6 +562,112 @@ async fn healthy(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
             .entry(header::CONTENT_LENGTH)
             .or_insert(len);
         resp = resp.map(|_| Empty::new().boxed());
+    }
+    resp
+}
+
+/// A read that names no layer: capabilities (listing the layers the node knows), a map with no
+/// layers, REST reads, the web UI, anything else.
+fn unnamed(shared: &Shared, uri: &http::Uri) -> Response<SimBody> {
+    let (path, name) = (uri.path(), shared.name.as_str());
+    let request = query_param(uri, "request").unwrap_or_default();
+    if request.eq_ignore_ascii_case("GetCapabilities") {
+        let known = lock(&shared.hearing).known(&shared.catalog);
+        let layers: String = known
+            .iter()
+            .map(|l| {
+                let l = ogc::escape(l);
+                format!("<Layer queryable=\"1\"><Name>{l}</Name><Title>{l}</Title></Layer>")
+            })
+            .collect();
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><WMS_Capabilities version=\"1.3.0\">\
+             <Service><Name>WMS</Name><Title>simulated GeoServer {}</Title></Service>\
+             <Capability><Layer><Title>simulated GeoServer</Title>{layers}</Layer></Capability>\
+             </WMS_Capabilities>",
+            ogc::escape(name)
+        );
+        ok("text/xml", xml)
+    } else if request.eq_ignore_ascii_case("GetMap") {
+        ok("image/png", PNG_1X1)
+    } else if path.contains("/rest") {
+        let json = serde_json::json!({ "node": name }).to_string();
+        ok("application/json", json)
+    } else if path.contains("/web") {
+        let html = format!(
+            "<!DOCTYPE html><html><head><title>GeoServer {name}</title></head>\
+             <body><h1>simulated GeoServer {name}</h1></body></html>\n"
+        );
+        ok("text/html", html)
+    } else {
+        ok(TEXT, format!("{name}\n"))
+    }
+}
+
+/// `POST .../rest/reload`: Basic credentials checked; then busy for the reload time, and the
+/// answer once done (GeoServer reloads synchronously).
+async fn reload(shared: &Shared, parts: &http::request::Parts) -> Response<SimBody> {
+    let auth = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    *lock(&shared.last_reload_auth) = auth.clone();
+    let (user, password) = lock(&shared.credentials).clone();
+    if !rest::basic_matches(auth.as_deref(), &user, &password) {
+        shared.reload_rejections.fetch_add(1, Ordering::Relaxed);
+        let mut resp = simple(StatusCode::UNAUTHORIZED, TEXT, "HTTP 401: Unauthorized\n");
+        let realm = HeaderValue::from_static("Basic realm=\"GeoServer Realm\"");
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, realm);
+        return resp;
+    }
+    shared.reloads.fetch_add(1, Ordering::Relaxed);
+    let time = *lock(&shared.reload_time);
+    *lock(&shared.busy_until) = Some(Instant::now() + time);
+    tokio::time::sleep(time).await;
+    ok(TEXT, "reloaded\n")
+}
+
+/// `POST .../featuretypes` or `.../coverages`: publishes the body's `name` into the catalog.
+async fn publish(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    mut body: Incoming,
+) -> Response<SimBody> {
+    let too_large = || simple(StatusCode::PAYLOAD_TOO_LARGE, TEXT, "body too large\n");
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > PUBLISH_LIMIT as u64) {
+        return too_large();
+    }
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return simple(StatusCode::BAD_REQUEST, TEXT, "body read error\n");
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > PUBLISH_LIMIT {
+                return too_large();
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    let path = parts.uri.path();
+    let (Some(ws), Some(name)) = (rest::publish_workspace(path), rest::published_name(&buf)) else {
+        return simple(StatusCode::BAD_REQUEST, TEXT, "no name in the body\n");
+    };
+    shared.change(&format!("{ws}:{name}"), true);
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let host = host.map_or_else(|| shared.addr.to_string(), str::to_string);
+    let base = path.trim_end_matches(".xml").trim_end_matches(".json");
+    let location = format!("http://{host}{}/{name}", base.trim_end_matches('/'));
+    let mut resp = simple(StatusCode::CREATED, TEXT, name);
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, location);
     }
     resp
 }
@@ -528,168 +821,4 @@ pub fn blob_sha256(bytes: u64, seed: u64) -> String {
         hasher.update(&chunk);
     }
     hex(&hasher.finalize())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hyper_util::client::legacy::{connect::HttpConnector, Client};
-    use std::time::Instant;
-
-    type Answer = (http::response::Parts, Bytes);
-
-    /// A node plus a client that talks to it.
-    struct Fixture {
-        node: SimNode,
-        client: Client<HttpConnector, Full<Bytes>>,
-    }
-
-    async fn setup() -> Fixture {
-        let node = SimNode::start("node-a", SocketAddr::from(([127, 0, 0, 1], 0))).await;
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        Fixture {
-            node: node.expect("start sim node"),
-            client,
-        }
-    }
-
-    impl Fixture {
-        async fn send(&self, req: http::request::Builder, body: Bytes) -> Answer {
-            let req = req.body(Full::new(body)).expect("request");
-            let resp = self.client.request(req).await.expect("response");
-            let (parts, body) = resp.into_parts();
-            (parts, body.collect().await.expect("body").to_bytes())
-        }
-
-        async fn call(&self, method: Method, path: &str) -> Answer {
-            let url = format!("{}{path}", self.node.url());
-            self.send(Request::builder().method(method).uri(url), Bytes::new())
-                .await
-        }
-
-        async fn get(&self, path: &str) -> Answer {
-            self.call(Method::GET, path).await
-        }
-    }
-
-    fn header<'a>(parts: &'a http::response::Parts, name: &str) -> &'a str {
-        let value = parts.headers.get(name).map(HeaderValue::to_str);
-        value.and_then(Result::ok).unwrap_or("")
-    }
-
-    #[tokio::test]
-    async fn capabilities_and_map_name_the_node() {
-        let t = setup().await;
-        let (parts, body) = t
-            .get("/geoserver/wms?SERVICE=WMS&Request=getcapabilities")
-            .await;
-        assert_eq!(parts.status, StatusCode::OK);
-        assert_eq!(header(&parts, "x-node"), "node-a");
-        assert_eq!(header(&parts, "content-type"), "text/xml");
-        assert_eq!(header(&parts, "x-seen-version"), "HTTP/1.1");
-        assert_eq!(header(&parts, "x-seen-host"), t.node.addr().to_string());
-        let body = String::from_utf8_lossy(&body);
-        assert!(body.contains("<Title>simulated GeoServer node-a</Title>"));
-        let (parts, body) = t.get("/wms?request=GetMap").await;
-        assert_eq!(header(&parts, "content-type"), "image/png");
-        assert_eq!(&body[..], PNG_1X1);
-    }
-
-    #[tokio::test]
-    async fn post_body_digest_matches_what_was_sent() {
-        let t = setup().await;
-        let payload: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
-        let expected = hex(&Sha256::digest(&payload));
-        let req = Request::post(format!("{}/geoserver/rest/layers", t.node.url()));
-        let (parts, body) = t.send(req, payload.into()).await;
-        assert_eq!(header(&parts, "x-body-sha256"), expected);
-        assert_eq!(header(&parts, "x-body-length"), "1000003");
-        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(json["sha256"], expected.as_str());
-        assert_eq!(json["bytes"], 1_000_003);
-        assert_eq!(json["path"], "/geoserver/rest/layers");
-    }
-
-    #[tokio::test]
-    async fn blob_stream_matches_blob_sha256() {
-        let t = setup().await;
-        let path = "/geoserver/__sim/blob?bytes=200005&seed=7";
-        let (parts, body) = t.get(path).await;
-        assert_eq!(header(&parts, "content-length"), "200005");
-        assert_eq!(hex(&Sha256::digest(&body)), blob_sha256(200_005, 7));
-        assert_ne!(blob_sha256(64, 1), blob_sha256(64, 2));
-        assert_eq!(blob_sha256(0, 0), hex(&Sha256::digest(b"")));
-        let (parts, body) = t.call(Method::HEAD, path).await;
-        assert_eq!(header(&parts, "content-length"), "200005");
-        assert!(body.is_empty());
-    }
-
-    #[tokio::test]
-    async fn fail_exception_and_recover() {
-        let t = setup().await;
-        let (parts, body) = t.call(Method::POST, "/__sim/fail").await;
-        assert_eq!(
-            (parts.status, &body[..]),
-            (StatusCode::OK, &b"mode: fail\n"[..])
-        );
-        assert_eq!(t.node.mode(), Mode::Fail);
-        let (parts, _) = t.get("/geoserver/wms").await;
-        assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(header(&parts, "x-node"), "node-a");
-        t.get("/geoserver/__sim/exception").await;
-        let (parts, body) = t.get("/wms").await;
-        assert_eq!(
-            (parts.status, &body[..]),
-            (StatusCode::OK, EXCEPTION_XML.as_bytes())
-        );
-        t.get("/geoserver/__sim/recover").await;
-        let (parts, body) = t.get("/geoserver/wms").await;
-        assert_eq!(
-            (parts.status, &body[..]),
-            (StatusCode::OK, &b"node-a\n"[..])
-        );
-    }
-
-    #[tokio::test]
-    async fn kill_drops_connections_and_restart_reopens_the_port() {
-        let t = setup().await;
-        t.node.set_mode(Mode::Hang);
-        let req = Request::get(t.node.url()).body(Full::default());
-        let hung = tokio::spawn(t.client.request(req.expect("request")));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while t.node.hits() == 0 {
-            assert!(Instant::now() < deadline, "hung request never arrived");
-            tokio::task::yield_now().await;
-        }
-        t.node.kill().await;
-        let outcome = tokio::time::timeout(Duration::from_secs(5), hung).await;
-        assert!(
-            matches!(outcome, Ok(Ok(Err(_)))),
-            "in-flight request must fail"
-        );
-        assert!(tokio::net::TcpStream::connect(t.node.addr()).await.is_err());
-        t.node.restart().await.expect("restart");
-        assert!(t.node.restart().await.is_err(), "already running");
-        assert!(tokio::net::TcpStream::connect(t.node.addr()).await.is_ok());
-        t.node.set_mode(Mode::Healthy);
-        assert_eq!(header(&t.get("/wms").await.0, "x-node"), "node-a");
-    }
-
-    #[tokio::test]
-    async fn probes_hits_and_writes_are_counted_apart() {
-        let t = setup().await;
-        let probe = Request::get(format!("{}/wms?request=GetCapabilities", t.node.url()));
-        t.send(probe.header("user-agent", "geolb-health/0.1"), Bytes::new())
-            .await;
-        t.get("/geoserver/web/").await;
-        t.call(Method::DELETE, "/geoserver/rest/x").await;
-        t.get("/__sim/recover").await;
-        assert_eq!((t.node.probes(), t.node.hits(), t.node.writes()), (1, 2, 1));
-        t.node.reset_counters();
-        assert_eq!((t.node.probes(), t.node.hits(), t.node.writes()), (0, 0, 0));
-        let (parts, _) = t.get("/__sim/redirect").await;
-        assert_eq!(parts.status, StatusCode::FOUND);
-        let location = format!("http://{}/geoserver/web/", t.node.addr());
-        assert_eq!(header(&parts, "location"), location);
-    }
 }

@@ -246,6 +246,7 @@ impl Exception {
             "LayerNotDefined",
             "StyleNotDefined",
             "NoSuchCoverage",
+            "NotFound",
         ];
         KNOWN
             .iter()
@@ -420,6 +421,7 @@ mod tests {
         let problem = br#"{"type":"NotFound","title":"Collection not found: a:b"}"#;
         let e = exception(sniff(Format::Json, StatusCode::NOT_FOUND, problem, true));
         assert_eq!(e.kind, Kind::Unknown);
+        assert_eq!(e.metric_code(), "NotFound");
         let failed = sniff(
             Format::Json,
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -18,17 +18,7 @@ const CANDIDATES: &[NodeDef] = &[
 ];
 
 async fn admin(h: &Harness, method: Method, path: &str, token: Option<&str>) -> Reply {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", h.geolb.admin));
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    send(
-        &h.client,
-        req.body(Full::new(Bytes::new()).boxed()).unwrap(),
-    )
-    .await
+    h.admin(method, path, token).await
 }
 
 async fn act(h: &Harness, node: &str, action: &str) -> Reply {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use geolb::cluster::health::State;
 use geolb::config::Config;
 use geolb::server::{self, Running};
-use geolb::sim::SimNode;
+use geolb::sim::{Catalog, SimNode};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -152,6 +152,27 @@ impl Harness {
                     .expect("sim node starts"),
             );
         }
+        Harness::on(defs, nodes, opts).await
+    }
+
+    /// A cluster sharing `catalog`: node `i` learns what is published `lags[i]` after it is.
+    pub async fn start_cluster(
+        defs: &[NodeDef],
+        opts: Options,
+        catalog: &Catalog,
+        lags: &[Duration],
+    ) -> Harness {
+        let mut nodes = Vec::new();
+        for (def, lag) in defs.iter().zip(lags) {
+            let addr = "127.0.0.1:0".parse().unwrap();
+            let node = SimNode::start_in(def.name, addr, catalog.clone(), *lag).await;
+            nodes.push(node.expect("sim node starts"));
+        }
+        Harness::on(defs, nodes, opts).await
+    }
+
+    /// geolb in front of `nodes` (paired with `defs` in order), once every node is up.
+    pub async fn on(defs: &[NodeDef], nodes: Vec<SimNode>, opts: Options) -> Harness {
         let text = config_text(defs, &nodes, &opts);
         let config =
             Config::parse(&text).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
@@ -193,6 +214,17 @@ impl Harness {
             .position(|n| n.name() == name)
             .expect("known node");
         snap.states[i]
+    }
+
+    /// Why `name` was last ejected (panics when it never was).
+    pub fn ejection_reason(&self, name: &str) -> String {
+        let snap = self.geolb.snapshot();
+        let node = snap
+            .nodes
+            .iter()
+            .find(|n| n.name() == name)
+            .expect("known node");
+        node.last_ejection().expect("an ejection").reason.clone()
     }
 
     pub fn master(&self) -> Option<String> {
@@ -246,6 +278,18 @@ impl Harness {
 }
 
 impl Harness {
+    /// A request to the admin listener, with `Authorization: Bearer {token}` when given.
+    pub async fn admin(&self, method: Method, path: &str, token: Option<&str>) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.geolb.admin));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Full::new(Bytes::new()).boxed()).unwrap();
+        send(&self.client, req).await
+    }
+
     /// A `/metrics` scrape (text format).
     pub async fn scrape(&self) -> String {
         let req = Request::get(format!("http://{}/metrics", self.geolb.admin))

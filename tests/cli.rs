@@ -123,14 +123,20 @@ fn version_and_help() {
     }
 }
 
-/// A plain HTTP/1.1 GET over a socket, returning the status line and headers.
+/// A plain HTTP/1.1 GET over a socket, returning the whole answer.
 fn http_get(addr: &str, target: &str) -> std::io::Result<String> {
+    http_send(addr, "GET", target, "")
+}
+
+/// A bodiless HTTP/1.1 request over a socket (`headers`: whole lines, each ending in CRLF),
+/// returning the whole answer.
+fn http_send(addr: &str, method: &str, target: &str, headers: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         s,
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
@@ -725,5 +731,94 @@ async fn the_binary_raises_its_file_limit_and_caps_per_request_log_lines() {
             .any(|l| l.contains("held_back=") && !l.contains("held_back=0")),
         "{refused:#?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_password_comes_from_the_environment_and_is_never_shown_or_logged() {
+    use base64::Engine;
+    const PASSWORD: &str = "env-s3cret-pw";
+    let any = "127.0.0.1:0".parse().unwrap();
+    let master = geolb::sim::SimNode::start("gs-master", any).await.unwrap();
+    let replica = geolb::sim::SimNode::start("gs-replica", any).await.unwrap();
+    for node in [&master, &replica] {
+        node.set_credentials("admin", PASSWORD);
+    }
+    let dir = temp_dir("geolb-reload-pw");
+    let (proxy, admin) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let config = format!(
+        "[listen]\nhttp = [\"{proxy}\"]\n[admin]\nlisten = \"{admin}\"\ntoken = \"t0ken\"\n\
+         [health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\n[catalog_reload]\nuser = \"admin\"\n\
+         [[nodes]]\nname = \"gs-master\"\nurl = \"{}\"\nmaster = 1\n\
+         [[nodes]]\nname = \"gs-replica\"\nurl = \"{}\"\n",
+        master.url(),
+        replica.url()
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    let mut child = geolb()
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("GEOLB_RELOAD_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read both pipes as geolb writes (a full pipe would stall it).
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.expect("piped").read_to_string(&mut text);
+            text
+        })
+    };
+    use std::io::Read;
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let compact = |text: String| text.replace(": ", ":");
+    while compact(http_get(&admin, "/status").unwrap_or_default())
+        .matches("\"state\":\"up\"")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "geolb did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bearer = "Authorization: Bearer t0ken\r\n";
+    let started = http_send(&admin, "POST", "/cluster/reload", bearer).unwrap();
+    assert!(started.starts_with("HTTP/1.1 202"), "{started}");
+    let progress = loop {
+        let progress = compact(http_get(&admin, "/cluster/reload").unwrap());
+        if !progress.contains("\"state\":\"running\"") {
+            break progress;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(20),
+            "{progress}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(progress.contains("\"state\":\"done\""), "{progress}");
+    // The replica was reloaded with the environment's password; the master candidate skipped.
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{PASSWORD}"));
+    assert_eq!(replica.reloads(), 1);
+    assert_eq!(replica.last_reload_auth(), Some(format!("Basic {basic}")));
+    assert_eq!(master.reloads(), 0);
+    // Nothing geolb shows or logs holds the password, plain or encoded.
+    let mut shown = progress;
+    for target in ["/status", "/", "/metrics"] {
+        shown += &http_get(&admin, target).unwrap();
+    }
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    let logs = stdout.join().unwrap() + &stderr.join().unwrap();
+    assert!(logs.contains("rolling catalog reload done"), "{logs}");
+    for text in [&shown, &logs] {
+        assert!(!text.contains(PASSWORD) && !text.contains(&basic), "{text}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

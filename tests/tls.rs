@@ -11,7 +11,7 @@ use bytes::Bytes;
 use geolb::config::Config;
 use geolb::control::Source;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use support::*;
@@ -81,9 +81,21 @@ async fn get(
     host: &str,
     path: &str,
 ) -> (StatusCode, http::HeaderMap) {
+    request(stream, http::Method::GET, host, path).await
+}
+
+/// One bodiless request over an HTTP/1.1 or HTTP/2 connection on `stream`.
+async fn request(
+    stream: TlsStream<TcpStream>,
+    method: http::Method,
+    host: &str,
+    path: &str,
+) -> (StatusCode, http::HeaderMap) {
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let req = |version| {
-        Request::get(format!("https://{host}{path}"))
+        Request::builder()
+            .method(method.clone())
+            .uri(format!("https://{host}{path}"))
             .version(version)
             .header("host", host)
             .body(Empty::<Bytes>::new())
@@ -125,13 +137,23 @@ fn tls_options(
 
 /// The three-node test config with `listen` lines replaced by `listen` (TLS listeners and such).
 fn listeners_text(nodes: &[geolb::sim::SimNode], listen: &str) -> String {
-    config_text(THREE, nodes, &Options::default()).replace("http = [\"127.0.0.1:0\"]", listen)
+    listeners_text_with(nodes, &Options::default(), listen)
+}
+
+fn listeners_text_with(nodes: &[geolb::sim::SimNode], opts: &Options, listen: &str) -> String {
+    config_text(THREE, nodes, opts).replace("http = [\"127.0.0.1:0\"]", listen)
 }
 
 async fn start(extra: &str) -> (Harness, geolb::server::Running) {
+    start_with(&Options::default(), extra).await
+}
+
+/// A second geolb, with a plain and a TLS listener, in front of a test cluster's nodes.
+async fn start_with(opts: &Options, extra: &str) -> (Harness, geolb::server::Running) {
     let h = Harness::start(THREE).await;
-    let text = listeners_text(
+    let text = listeners_text_with(
         &h.nodes,
+        opts,
         "http = [\"127.0.0.1:0\"]\nhttps = [\"127.0.0.1:0\"]",
     ) + extra;
     let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -199,6 +221,47 @@ async fn https_getmap_over_http1_and_http2_with_sni() {
     assert!(
         err.contains("not valid for name") || err.contains("NotValidForName"),
         "{err}"
+    );
+    geolb.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_your_writes_cookie_is_secure_and_cross_site_over_tls_only() {
+    let dir = tempdir();
+    let maps = certificate(&dir, "maps", &["maps.example.test"]);
+    let tiles = certificate(&dir, "tiles", &["tiles.example.test"]);
+    let pins = Options {
+        consistency: "read_your_writes = \"5s\"\n",
+        ..Options::default()
+    };
+    let (h, geolb) = start_with(&pins, &tls_options(&maps, &tiles)).await;
+    let write = "/geoserver/rest/layers/topp:roads";
+    let (stream, _) = connect(
+        geolb.https[0],
+        "maps.example.test",
+        std::slice::from_ref(&maps.2),
+        &[b"h2"],
+    )
+    .await;
+    let (status, headers) = request(stream, http::Method::DELETE, "maps.example.test", write).await;
+    assert_eq!(status, StatusCode::OK);
+    let set = headers["set-cookie"].to_str().unwrap();
+    assert!(
+        set.starts_with("geolb_rw=")
+            && set.contains("Path=/geoserver")
+            && set.contains("; Secure; SameSite=None"),
+        "over TLS, for map apps on other sites: {set}"
+    );
+    // The same write over plain HTTP: no Secure (the browser would drop the cookie), same-site.
+    let req = Request::delete(format!("http://{}{write}", geolb.http[0]))
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap();
+    let plain = send(&h.client, req).await;
+    let set = plain.header("set-cookie");
+    assert!(
+        set.starts_with("geolb_rw=") && set.contains("SameSite=Lax") && !set.contains("Secure"),
+        "{set}"
     );
     geolb.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

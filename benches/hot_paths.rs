@@ -65,7 +65,8 @@ fn classify(c: &mut Criterion) {
 }
 
 fn pick(c: &mut Criterion) {
-    let loads = [3usize, 0, 7, 1, 2, 5, 0, 4];
+    let loads = [3.0, 0.0, 7.0, 1.0, 2.0, 5.0, 0.0, 4.0];
+    let paces = [2.0, 1.0, 9.0, 1.5, 1.0, 3.0, 0.5, 2.0];
     let mut rng = fastrand::Rng::with_seed(1);
     let mut group = c.benchmark_group("pick");
     group.bench_function("p2c_8_nodes", |b| {
@@ -77,6 +78,24 @@ fn pick(c: &mut Criterion) {
                 Some((loads[i], if i == 2 { 0.3 } else { 1.0 }))
             })
         })
+    });
+    group.bench_function("p2c_paced_8_nodes", |b| {
+        b.iter(|| {
+            pick_p2c(black_box(loads.len()), &mut rng, |i| {
+                let cost = geolb::cluster::balance::paced_cost(paces[i], loads[i] as usize);
+                Some((cost, 1.0))
+            })
+        })
+    });
+    group.bench_function("stall_verdict_8_nodes", |b| {
+        let seen: Vec<geolb::cluster::stall::Seen> = (0..8)
+            .map(|i| geolb::cluster::stall::Seen {
+                awaiting: i % 3,
+                quiet: std::time::Duration::from_millis(i as u64 * 40),
+                after: std::time::Duration::from_millis(200),
+            })
+            .collect();
+        b.iter(|| geolb::cluster::stall::stalled(black_box(&seen)))
     });
     let mut ticket = 0usize;
     group.bench_function("round_robin_8_nodes", |b| {

@@ -133,6 +133,36 @@ impl fmt::Display for Class {
     }
 }
 
+impl Class {
+    /// How many distinct [`slot`](Self::slot)s there are.
+    pub const SLOTS: usize = 11 + (SERVICES.len() + 1) * (READ_OPS.len() + 1);
+
+    /// A dense index, one per class (for per-class tables): OGC requests by service and read
+    /// operation (an unknown service, or a write, shares its service's "other" slot).
+    pub fn slot(&self) -> usize {
+        let position = |table: &[&str], name: Option<&str>| {
+            name.and_then(|n| table.iter().position(|t| *t == n))
+                .unwrap_or(table.len())
+        };
+        match self {
+            Class::Ui => 0,
+            Class::Login => 1,
+            Class::Rest => 2,
+            Class::GwcRest => 3,
+            Class::GwcUi => 4,
+            Class::Tiles => 5,
+            Class::OgcApi => 6,
+            Class::TestWfsPost => 7,
+            Class::Static => 8,
+            Class::Ambiguous(_) => 9,
+            Class::Other => 10,
+            Class::Ows { service, op } => {
+                11 + position(SERVICES, *service) * (READ_OPS.len() + 1) + position(READ_OPS, *op)
+            }
+        }
+    }
+}
+
 /// The outcome of looking at a request's head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {

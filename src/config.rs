@@ -30,6 +30,8 @@ pub struct Config {
     pub health: Health,
     pub passive: Passive,
     pub retries: Retries,
+    pub stalls: Stalls,
+    pub hedging: Hedging,
     pub consistency: Consistency,
     pub catalog_reload: CatalogReload,
     pub limits: Limits,
@@ -152,8 +154,12 @@ pub enum Failback {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Balance {
-    /// Least outstanding requests between two random nodes (classic power of two choices). Default.
+    /// Of two random nodes, the one whose pace (how many times its request classes' usual time
+    /// its recent answers took, returning to 1 over `routing.decay` unused) times its requests in
+    /// flight plus one is lower. Default.
     #[default]
+    Latency,
+    /// Least outstanding requests between two random nodes (classic power of two choices).
     LeastOutstanding,
     /// Each reader in turn.
     RoundRobin,
@@ -167,8 +173,11 @@ pub struct Routing {
     pub context_path: String,
     /// Default `sticky`.
     pub failback: Failback,
-    /// Default `least-outstanding`.
+    /// Default `latency`.
     pub balance: Balance,
+    /// How fast a node's pace and latency forget old answers without new ones (their time
+    /// constant), so a node avoided for being slow is tried again. Default `10s`.
+    pub decay: Dur,
     /// Bytes of a POST body the classifier may read to find the operation. Default 65536.
     pub lookahead: usize,
     /// A node re-admitted after being down gets a share of reads that grows linearly over this
@@ -182,6 +191,7 @@ impl Default for Routing {
             context_path: "/geoserver".into(),
             failback: Failback::default(),
             balance: Balance::default(),
+            decay: Dur::secs(10),
             lookahead: 64 * 1024,
             slow_start: Dur::secs(30),
         }
@@ -265,6 +275,53 @@ impl Default for Retries {
             budget_percent: 20,
             budget_min_per_second: 10,
             budget_window: Dur::secs(10),
+        }
+    }
+}
+
+/// `[stalls]`: a node with requests waiting that has sent no response head for longer than its
+/// recent behaviour explains, while its peers answer, gets no new requests until it answers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Stalls {
+    /// Default true.
+    pub enabled: bool,
+    /// A quiet is explained up to this many times the node's recent time to first byte. Default 8.
+    pub multiple: f64,
+    /// And at least this long. Default `200ms`.
+    pub min: Dur,
+}
+
+impl Default for Stalls {
+    fn default() -> Self {
+        Stalls {
+            enabled: true,
+            multiple: 8.0,
+            min: Dur::millis(200),
+        }
+    }
+}
+
+/// `[hedging]`: an idempotent read waiting longer than its class usually does (or on a stalled
+/// node) is sent once more to another node; the first answer wins.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Hedging {
+    /// Default true.
+    pub enabled: bool,
+    /// The hedge delay of a class (twice its smoothed time to first byte, or that plus four
+    /// times its variation) is at least this. Default `50ms`.
+    pub min_delay: Dur,
+    /// And at most this (also the delay of a class not seen yet). Default `2s`.
+    pub max_delay: Dur,
+}
+
+impl Default for Hedging {
+    fn default() -> Self {
+        Hedging {
+            enabled: true,
+            min_delay: Dur::millis(50),
+            max_delay: Dur::secs(2),
         }
     }
 }
@@ -523,6 +580,10 @@ impl NodeSpec {
 pub struct Dur(pub Duration);
 
 impl Dur {
+    pub const fn millis(ms: u64) -> Dur {
+        Dur(Duration::from_millis(ms))
+    }
+
     pub const fn secs(s: u64) -> Dur {
         Dur(Duration::from_secs(s))
     }
@@ -596,6 +657,8 @@ struct FileConfig {
     health: Health,
     passive: Passive,
     retries: Retries,
+    stalls: Stalls,
+    hedging: Hedging,
     consistency: Consistency,
     catalog_reload: CatalogReload,
     limits: Limits,
@@ -945,6 +1008,10 @@ impl FileConfig {
             ("timeouts.master.idle", t.master.idle),
             ("limits.queue_timeout", self.limits.queue_timeout),
             ("retries.budget_window", self.retries.budget_window),
+            ("routing.decay", self.routing.decay),
+            ("stalls.min", self.stalls.min),
+            ("hedging.min_delay", self.hedging.min_delay),
+            ("hedging.max_delay", self.hedging.max_delay),
             ("consistency.deaf_after", self.consistency.deaf_after),
             (
                 "catalog_reload.drain_timeout",
@@ -980,6 +1047,20 @@ impl FileConfig {
                 "retries.budget_min_per_second",
                 None,
                 "at most 1000000",
+            ));
+        }
+        if !(1.0..=1000.0).contains(&self.stalls.multiple) {
+            return Err(ConfigError::at(
+                "stalls.multiple",
+                None,
+                "a factor between 1 and 1000",
+            ));
+        }
+        if self.hedging.min_delay.0 > self.hedging.max_delay.0 {
+            return Err(ConfigError::at(
+                "hedging.min_delay",
+                None,
+                "must not be more than hedging.max_delay",
             ));
         }
         if self.passive.max_ejected_percent > 100 {
@@ -1123,6 +1204,8 @@ impl FileConfig {
             health: self.health,
             passive: self.passive,
             retries: self.retries,
+            stalls: self.stalls,
+            hedging: self.hedging,
             consistency,
             catalog_reload,
             limits: self.limits,

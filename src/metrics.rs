@@ -51,6 +51,16 @@ pub struct Metrics {
     pub catalog_reloads: IntCounterVec,
     /// 1 while a rolling catalog reload runs.
     pub catalog_reload_running: IntGauge,
+    /// Times a node was found stalled, by node.
+    pub stalls: IntCounterVec,
+    /// 1 while a node is stalled.
+    pub stalled: IntGaugeVec,
+    /// Answers that were streaming to their clients when their node stalled (not hedgeable).
+    pub unhedgeable: IntCounterVec,
+    /// Each node's recent time to first byte (peak-EWMA), seconds.
+    pub latency: prometheus::GaugeVec,
+    /// Extra attempts of a request, by kind and result (handles resolved once).
+    extra: [[IntCounter; 3]; 3],
     /// Client connections open (TLS handshakes included, admin excluded).
     pub client_connections: IntGauge,
     /// Client connections geolb closed, by reason.
@@ -190,6 +200,39 @@ impl Metrics {
                 &["result"],
             ),
             catalog_reload_running: gauge(&r, "geolb_catalog_reload_running", "1 while a rolling catalog reload runs."),
+            stalls: counters(
+                &r,
+                "geolb_stalls_total",
+                "Times a node was found stalled: requests waiting on it, no response head for longer than its recent behaviour explains (stalls.multiple, stalls.min), while its peers answered. A stalled node gets no new requests until it answers; it is not ejected.",
+                &["node"],
+            ),
+            stalled: gauges(&r, "geolb_node_stalled", "1 while a node is stalled.", &["node"]),
+            unhedgeable: counters(
+                &r,
+                "geolb_unhedgeable_answers_total",
+                "Answers already streaming to their clients when their node stalled: a byte reached the client, so they could not be hedged.",
+                &["node"],
+            ),
+            latency: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new("geolb_node_latency_seconds", "Each node's recent time to first byte (peak-EWMA, decaying over routing.decay): what picking compares."),
+                    &["node"],
+                )
+                .expect("a valid static metric name");
+                r.register(Box::new(g.clone())).expect("metric names are unique");
+                g
+            },
+            extra: {
+                let c = counters(
+                    &r,
+                    "geolb_extra_attempts_total",
+                    "Extra attempts of one request (at most retries.max in all, within one budget), by kind (retry: after a failure; opinion: a second opinion on an OGC exception; hedge: a read waiting longer than its class usually does, or on a stalled node) and result (sent; won: its answer went to the client; refused: by the budget).",
+                    &["kind", "result"],
+                );
+                let kinds = ["retry", "opinion", "hedge"];
+                let results = ["sent", "won", "refused"];
+                kinds.map(|k| results.map(|res| c.with_label_values(&[k, res])))
+            },
             client_connections: gauge(&r, "geolb_client_connections", "Client connections open (TLS handshakes included, admin excluded)."),
             closed: counters(
                 &r,
@@ -201,6 +244,11 @@ impl Metrics {
             nodes_changed: std::sync::atomic::AtomicU64::new(0),
             registry: r,
         }
+    }
+
+    /// The counter of extra attempts of `kind` with `result`.
+    pub fn extra(&self, kind: Extra, result: ExtraResult) -> &IntCounter {
+        &self.extra[kind as usize][result as usize]
     }
 
     /// The counter of connections closed for `reason` (`idle`, `stalled`, `client-cap`).
@@ -235,6 +283,10 @@ impl Metrics {
         }
         let _ = self.master.remove_label_values(&[node]);
         let _ = self.in_flight.remove_label_values(&[node]);
+        let _ = self.stalls.remove_label_values(&[node]);
+        let _ = self.stalled.remove_label_values(&[node]);
+        let _ = self.unhedgeable.remove_label_values(&[node]);
+        let _ = self.latency.remove_label_values(&[node]);
         for result in ["pass", "fail"] {
             let _ = self.checks.remove_label_values(&[node, result]);
         }
@@ -266,8 +318,15 @@ impl Metrics {
     }
 
     /// Sets a node's gauges: its role (`master`, `candidate`, `replica`), whether it is up and the
-    /// master, its requests in flight.
-    pub fn set_node(&self, name: &str, role: &str, up: bool, master: bool, in_flight: usize) {
+    /// master, its requests in flight, whether it is stalled, its recent time to first byte.
+    pub fn set_node(&self, name: &str, role: &str, up: bool, master: bool, node: NodeGauges) {
+        let in_flight = node.in_flight;
+        self.stalled
+            .with_label_values(&[name])
+            .set(i64::from(node.stalled));
+        self.latency
+            .with_label_values(&[name])
+            .set(node.latency.as_secs_f64());
         for other in ["master", "candidate", "replica"] {
             if other != role {
                 let _ = self.node_up.remove_label_values(&[name, other]);
@@ -295,6 +354,29 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// A node's gauges that change with traffic.
+pub struct NodeGauges {
+    pub in_flight: usize,
+    pub stalled: bool,
+    pub latency: std::time::Duration,
+}
+
+/// What an extra attempt of a request was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extra {
+    Retry,
+    Opinion,
+    Hedge,
+}
+
+/// What became of an extra attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtraResult {
+    Sent,
+    Won,
+    Refused,
 }
 
 impl Default for Metrics {

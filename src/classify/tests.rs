@@ -550,3 +550,38 @@ proptest! {
         prop_assert!(route.write);
     }
 }
+
+#[test]
+fn every_class_has_its_own_slot() {
+    let mut classes = vec![
+        Class::Ui,
+        Class::Login,
+        Class::Rest,
+        Class::GwcRest,
+        Class::GwcUi,
+        Class::Tiles,
+        Class::OgcApi,
+        Class::TestWfsPost,
+        Class::Static,
+        Class::Ambiguous("x"),
+        Class::Other,
+    ];
+    let services = SERVICES.iter().map(|s| Some(*s)).chain([None]);
+    for service in services {
+        let ops = READ_OPS.iter().map(|o| Some(*o)).chain([None]);
+        classes.extend(ops.map(|op| Class::Ows { service, op }));
+    }
+    let slots: std::collections::HashSet<usize> = classes.iter().map(Class::slot).collect();
+    assert_eq!(slots.len(), classes.len());
+    assert!(slots.iter().all(|&s| s < Class::SLOTS));
+    assert_eq!(classes.len(), Class::SLOTS);
+    let write = Class::Ows {
+        service: Some("wfs"),
+        op: Some("Transaction"),
+    };
+    let other = Class::Ows {
+        service: Some("wfs"),
+        op: None,
+    };
+    assert_eq!(write.slot(), other.slot());
+}

@@ -10,9 +10,11 @@ pub mod balance;
 pub mod discover;
 pub mod elect;
 pub mod health;
+pub mod latency;
 pub mod node;
 pub mod rolling;
 pub mod snapshot;
+pub mod stall;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -80,6 +82,8 @@ pub struct Cluster {
     discoveries: mpsc::Receiver<Discovered>,
     discovery_tx: mpsc::Sender<Discovered>,
     metrics: Arc<Metrics>,
+    /// Each reader's progress between stall ticks.
+    stalls: stall::Stalls,
 }
 
 impl Drop for Cluster {
@@ -140,6 +144,7 @@ impl Cluster {
             discoveries,
             discovery_tx,
             metrics,
+            stalls: stall::Stalls::default(),
         };
         cluster.reconfigure(config, None);
         cluster
@@ -169,8 +174,11 @@ impl Cluster {
     /// (which drops the members, and so stops their watchdogs).
     pub fn run(mut self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let mut stall_tick = tokio::time::interval(stall::TICK);
+            stall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    now = stall_tick.tick() => self.look_for_stalls(now),
                     Some(obs) = self.observations.recv() => self.observe(obs),
                     Some(report) = self.reports.recv() => self.report(report),
                     Some(command) = self.commands.recv() => {
@@ -186,6 +194,41 @@ impl Cluster {
                 }
             }
         })
+    }
+
+    /// Marks the readers that stalled (and clears those that left the readers), logs and counts it.
+    fn look_for_stalls(&mut self, now: tokio::time::Instant) {
+        let snapshot = self.shared.load();
+        let readers: Vec<&Arc<Node>> = snapshot
+            .readers
+            .iter()
+            .map(|&i| &snapshot.nodes[i])
+            .collect();
+        // A node out of the readers (ejected, drained) is no longer stalled: when it is back, it
+        // takes requests.
+        for (i, node) in snapshot.nodes.iter().enumerate() {
+            if !snapshot.readers.contains(&i) && node.set_stalled(false) {
+                self.metrics
+                    .stalled
+                    .with_label_values(&[node.name()])
+                    .set(0);
+            }
+        }
+        for change in self.stalls.tick(now, &readers, &snapshot.config) {
+            let name = change.node.name();
+            tracing::warn!(
+                node = name,
+                waiting = change.node.awaiting(),
+                streaming = change.streaming,
+                "node stalled: no answer for longer than its recent behaviour explains; no new requests until it answers"
+            );
+            self.metrics.stalls.with_label_values(&[name]).inc();
+            self.metrics
+                .unhedgeable
+                .with_label_values(&[name])
+                .inc_by(change.streaming as u64);
+            self.metrics.stalled.with_label_values(&[name]).set(1);
+        }
     }
 
     /// Puts a configuration in force: nodes that stay (same name and spec) keep their health,
@@ -339,6 +382,9 @@ impl Cluster {
     pub fn observe(&mut self, obs: Observation) {
         let (rise, fall) = (self.config.health.rise, self.config.health.fall);
         let metrics = self.metrics.clone();
+        if obs.result.ok {
+            self.stalls.forgive(obs.node, tokio::time::Instant::now());
+        }
         let Some(m) = self.member(obs.node) else {
             return;
         };
@@ -350,6 +396,15 @@ impl Cluster {
             .inc();
         let detail = obs.result.detail.clone();
         node.last_check.store(Some(Arc::new(obs.result)));
+        if ok && node.set_stalled(false) {
+            // Its checks pass again (the requests that were waiting on it were hedged away, so
+            // no data-path answer would have told).
+            tracing::info!(
+                node = node.name(),
+                "node answers its checks again: no longer stalled"
+            );
+            metrics.stalled.with_label_values(&[node.name()]).set(0);
+        }
         let Some(t) = m.health.observe(ok, rise, fall) else {
             return;
         };

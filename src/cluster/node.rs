@@ -13,6 +13,7 @@ use http::uri::Authority;
 use tokio::sync::Notify;
 
 use super::health::CheckResult;
+use super::latency::{Pace, PeakEwma};
 use crate::classify::Pool;
 use crate::config::NodeSpec;
 use crate::upstream;
@@ -51,6 +52,26 @@ pub struct Node {
     lagging: Mutex<Lagging>,
     /// Reads it answered "not known here" that the master answered.
     lagged: AtomicU64,
+    /// Attempts sent to it that wait for their response head.
+    awaiting: AtomicUsize,
+    /// Response heads it sent (progress, for stall detection).
+    heads: AtomicU64,
+    /// Quiet past what its recent behaviour explains while its peers answer: no new requests.
+    stalled: AtomicBool,
+    /// Its recent time to first byte (peak-EWMA): what explains a quiet (stall detection).
+    pub latency: PeakEwma,
+    /// How many times its classes' usual time its recent answers took: what picking weighs.
+    pub pace: Pace,
+}
+
+/// An attempt waiting for its response head on a node (counted until dropped).
+#[derive(Debug)]
+pub struct Awaiting<'a>(&'a Node);
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        self.0.awaiting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A replica's lag, by what its exception was about: when it first did not know it.
@@ -84,7 +105,55 @@ impl Node {
             upstream: upstream::Pool::default(),
             lagging: Mutex::new(Lagging::default()),
             lagged: AtomicU64::new(0),
+            awaiting: AtomicUsize::new(0),
+            heads: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
+            latency: PeakEwma::default(),
+            pace: Pace::default(),
         }
+    }
+
+    /// Counts an attempt as waiting for its response head until the guard drops.
+    pub fn awaiting_guard(&self) -> Awaiting<'_> {
+        self.awaiting.fetch_add(1, Ordering::Relaxed);
+        Awaiting(self)
+    }
+
+    /// Attempts waiting for their response head.
+    pub fn awaiting(&self) -> usize {
+        self.awaiting.load(Ordering::Relaxed)
+    }
+
+    /// A response head came `ttfb` after its attempt was sent, at `now` ([`now_ns`]), `ratio`
+    /// times its class's usual time when known: progress, and latency samples (`decay`: the
+    /// estimates' time constant). A stalled node that answers takes new requests again at once.
+    pub fn answered(&self, now: u64, ttfb: Duration, ratio: Option<f64>, decay: Duration) {
+        self.heads.fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(now, ttfb, decay);
+        if let Some(ratio) = ratio {
+            self.pace.observe(now, ratio, decay);
+        }
+        if self.stalled.load(Ordering::Relaxed) {
+            self.stalled.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Response heads it sent.
+    pub fn heads(&self) -> u64 {
+        self.heads.load(Ordering::Relaxed)
+    }
+
+    /// Whether it is stalled (see [`stall`](super::stall)).
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// Sets the stall flag; returns what it was.
+    pub(super) fn set_stalled(&self, stalled: bool) -> bool {
+        if self.stalled.load(Ordering::Relaxed) == stalled {
+            return stalled;
+        }
+        self.stalled.swap(stalled, Ordering::Relaxed)
     }
 
     pub fn name(&self) -> &str {

@@ -4,12 +4,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::balance::{pick_p2c, pick_round_robin, slow_start_weight};
+use super::balance::{paced_cost, pick_p2c, pick_round_robin, slow_start_weight};
 use super::health::State;
+use super::latency::now_ns;
 use super::node::{InFlight, Mode, Node};
 use crate::classify::{Classifier, Pool};
 use crate::config::{Balance, Config};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NodeGauges};
 
 /// The outcome of asking a pool for a node.
 #[derive(Debug)]
@@ -62,11 +63,18 @@ impl Snapshot {
                     return Acquire::Empty;
                 }
                 let now = self.admitted.iter().any(Option::is_some).then(Instant::now);
-                let cand = |r: usize| {
+                let at =
+                    (self.balance == Balance::Latency).then(|| now_ns(tokio::time::Instant::now()));
+                let decay = self.config.routing.decay.0;
+                // Stalled nodes are passed over, unless every node left is stalled.
+                let cand = |r: usize, skip_stalled: bool| {
                     let i = readers[r];
                     let node = &self.nodes[i];
                     let load = node.in_flight();
-                    if tried.contains(&node.id) || (max > 0 && load >= max) {
+                    if tried.contains(&node.id)
+                        || (max > 0 && load >= max)
+                        || (skip_stalled && node.is_stalled())
+                    {
                         return None;
                     }
                     let weight = match (now, self.admitted[i]) {
@@ -75,16 +83,25 @@ impl Snapshot {
                         }
                         _ => 1.0,
                     };
-                    Some((load, weight))
+                    let cost = match at {
+                        Some(at) => paced_cost(node.pace.at(at, decay), load),
+                        None => load as f64,
+                    };
+                    Some((cost, weight))
                 };
-                let picked = match self.balance {
-                    Balance::LeastOutstanding => pick_p2c(readers.len(), rng, cand),
-                    Balance::RoundRobin => {
-                        let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
-                        pick_round_robin(readers.len(), ticket, rng, cand)
+                let pick = |skip_stalled: bool, rng: &mut fastrand::Rng| {
+                    let cand = |r| cand(r, skip_stalled);
+                    match self.balance {
+                        Balance::Latency | Balance::LeastOutstanding => {
+                            pick_p2c(readers.len(), rng, cand)
+                        }
+                        Balance::RoundRobin => {
+                            let ticket = self.ticket.fetch_add(1, Ordering::Relaxed);
+                            pick_round_robin(readers.len(), ticket, rng, cand)
+                        }
                     }
                 };
-                match picked {
+                match pick(true, rng).or_else(|| pick(false, rng)) {
                     Some(r) => readers[r],
                     None => return Acquire::Busy,
                 }
@@ -100,6 +117,7 @@ impl Snapshot {
 
     /// Sets the node gauges (on publish, and at scrape time for the requests in flight).
     pub fn export(&self, metrics: &Metrics) {
+        let at = now_ns(tokio::time::Instant::now());
         metrics.keep_nodes(self.nodes.iter().map(|n| n.name().to_string()).collect());
         for (i, node) in self.nodes.iter().enumerate() {
             metrics.set_node(
@@ -107,7 +125,13 @@ impl Snapshot {
                 self.role(i),
                 self.states[i] == State::Up,
                 self.master == Some(i),
-                node.in_flight(),
+                NodeGauges {
+                    in_flight: node.in_flight(),
+                    stalled: node.is_stalled(),
+                    latency: Duration::from_nanos(
+                        node.latency.estimate(at, self.config.routing.decay.0) as u64,
+                    ),
+                },
             );
         }
     }

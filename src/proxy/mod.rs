@@ -4,6 +4,7 @@
 
 mod budget;
 mod headers;
+mod hedge;
 mod lookahead;
 mod opinion;
 mod pin;
@@ -24,14 +25,15 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
-use crate::classify::{Pool, Verdict};
+use crate::classify::{Class, Pool, Verdict};
+use crate::cluster::latency::{now_ns, ClassLatency};
 use crate::cluster::{Acquire, InFlight, Node, Queues, Waiter};
 use crate::config::{ClassTimeouts, Config};
 use crate::consistency::Pins;
 use crate::control::Report;
 use crate::error::ProxyError;
 use crate::exception;
-use crate::metrics::Metrics;
+use crate::metrics::{Extra, ExtraResult, Metrics};
 use crate::record::{request_id, Record, Recorder};
 
 use crate::body::{
@@ -71,6 +73,8 @@ pub struct Proxy {
     recorder: Arc<Recorder>,
     /// The clients that wrote a moment ago (read-your-writes).
     pins: Pins,
+    /// Each request class's recent time to first byte (its reads' hedge delay).
+    classes: ClassLatency,
 }
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -101,6 +105,7 @@ impl Proxy {
             queued: AtomicUsize::new(0),
             budget: RetryBudget::default(),
             pins: Pins::new(),
+            classes: ClassLatency::default(),
         }
     }
 
@@ -259,10 +264,13 @@ impl Proxy {
         self.budget.deposit(started);
 
         let mut tried: Vec<u64> = Vec::new();
+        let mut tried_extra: Vec<u64> = Vec::new();
+        let mut hedged = false;
+        let mut won = None;
         let mut last: Option<Failure> = None;
         loop {
             // pick
-            let (node, slot) = match self.acquire(snapshot, route.pool, &tried).await {
+            let (mut node, mut slot) = match self.acquire(snapshot, route.pool, &tried).await {
                 Ok((node, slot, waited)) => {
                     record.queued += waited;
                     (node, slot)
@@ -307,16 +315,52 @@ impl Proxy {
                     return Err(ProxyError::BadRequest("request body already consumed"))
                 }
             };
-            let sent = self
-                .send(
+            let class = (route.pool == Pool::Reads).then_some(route.class);
+            // Reads held whole may be hedged once, within the request's extra attempts.
+            let hedge = match &replay {
+                Some(copy) if !hedged => self
+                    .hedge_delay(snapshot, route.pool, &route.class, tried.len())
+                    .map(|delay| (delay, copy)),
+                _ => None,
+            };
+            let sent = {
+                let first = self.send(
                     snapshot,
                     &node,
                     &parts,
                     attempt_body,
                     upload.as_deref(),
-                    timeouts,
-                )
-                .await;
+                    (timeouts, class),
+                );
+                match hedge {
+                    None => first.await,
+                    Some((delay, copy)) => {
+                        hedged = true;
+                        let ask = opinion::Ask {
+                            snapshot,
+                            parts: &parts,
+                            copy,
+                            timeouts,
+                            client: (client_host.as_ref(), proto),
+                            tried: &tried,
+                        };
+                        let first = std::pin::pin!(first);
+                        let h = self.hedged(first, &node, delay, &ask, route.class).await;
+                        if let Some(other) = h.other {
+                            tried_extra.push(other);
+                        }
+                        won = h.winner;
+                        h.sent
+                    }
+                }
+            };
+            // The first attempt was cancelled as the block ended, if the hedge won.
+            if let Some((winner, winner_slot)) = won.take() {
+                node = winner;
+                slot = winner_slot;
+                record.node = Some(node.label.clone());
+            }
+            tried.append(&mut tried_extra);
             // A body the attempt never read comes back for the next one.
             body = body.or_else(|| lent.and_then(Lent::take_back));
 
@@ -344,6 +388,9 @@ impl Proxy {
                         };
                         let client = (client_host.as_ref(), proto);
                         let answer = respond((response, conn), slot, client, timeouts);
+                        if last.is_some() {
+                            self.metrics().extra(Extra::Retry, ExtraResult::Won).inc();
+                        }
                         let Some((format, copy)) = look else {
                             self.record(config, &node, true);
                             if route.pool == Pool::Master && pin::is_write(&route, &parts.method) {
@@ -407,8 +454,12 @@ impl Proxy {
             }
             if !self.budget.withdraw(Instant::now(), &config.retries) {
                 self.metrics().budget_exhausted.inc();
+                self.metrics()
+                    .extra(Extra::Retry, ExtraResult::Refused)
+                    .inc();
                 return self.give_up(failure, (client_host.as_ref(), proto), timeouts);
             }
+            self.metrics().extra(Extra::Retry, ExtraResult::Sent).inc();
             match route.pool {
                 Pool::Reads => self.metrics().retries_reads.inc(),
                 Pool::Master => self.metrics().retries_master.inc(),
@@ -427,7 +478,8 @@ impl Proxy {
         }
     }
 
-    /// One attempt: the request sent to `node`, until its response head, a failure, or a stall.
+    /// One attempt: the request sent to `node`, until its response head, a failure, or a stall
+    /// (`class`: the request class its time to first byte is a sample of, for reads).
     async fn send(
         &self,
         snapshot: &Snapshot,
@@ -435,7 +487,7 @@ impl Proxy {
         parts: &http::request::Parts,
         body: LentBody,
         upload: Option<&Upload>,
-        timeouts: ClassTimeouts,
+        (timeouts, class): (ClassTimeouts, Option<Class>),
     ) -> Sent {
         let mut request = Request::new(body);
         *request.method_mut() = parts.method.clone();
@@ -455,7 +507,24 @@ impl Proxy {
         };
         let send = std::pin::pin!(node.upstream.send(&dest, request));
         let (headers, idle) = (timeouts.headers.0, timeouts.idle.0);
-        await_response(send, upload, headers, idle).await
+        let waiting = node.awaiting_guard();
+        let sent_at = tokio::time::Instant::now();
+        let sent = await_response(send, upload, headers, idle).await;
+        drop(waiting);
+        if let Ok(Ok(_)) = &sent {
+            // Progress (stall detection) and a latency sample (picking, the class's hedge delay).
+            let now = tokio::time::Instant::now();
+            let ttfb = now - sent_at;
+            let ratio = class.as_ref().map(|class| {
+                let usual = self.classes.of(class).map(|(srtt, _)| srtt);
+                self.classes.observe(class, ttfb);
+                usual.map_or(1.0, |usual| {
+                    ttfb.as_secs_f64() / usual.as_secs_f64().max(1e-6)
+                })
+            });
+            node.answered(now_ns(now), ttfb, ratio, snapshot.config.routing.decay.0);
+        }
+        sent
     }
 
     /// Answers with the last failure: the node's own 502/503/504, or geolb's 502/504.

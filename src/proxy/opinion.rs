@@ -15,12 +15,13 @@ use http_body_util::BodyExt;
 
 use super::{respond, Addressed, Proxy, Sent};
 use crate::body::{BoxError, ForwardBody, LentBody, Upload};
-use crate::classify::Pool;
+use crate::classify::{Class, Pool};
 use crate::cluster::{Node, Snapshot};
 use crate::config::ClassTimeouts;
 use crate::control::Report;
 use crate::error::ProxyError;
 use crate::exception::{self, Exception, Format, Kind, Sniff};
+use crate::metrics::{Extra, ExtraResult};
 use crate::record::Record;
 use crate::response::ResponseBody;
 
@@ -145,11 +146,22 @@ impl Proxy {
             self.record(config, &first, true);
             return Ok(first_answer);
         };
+        if ask.tried.len() >= config.retries.max as usize {
+            // The request's extra attempts are spent (retries, a hedge).
+            count("unanswered");
+            return Ok(first_answer);
+        }
         if !self.budget.withdraw(Instant::now(), &config.retries) {
             self.metrics().budget_exhausted.inc();
+            self.metrics()
+                .extra(Extra::Opinion, ExtraResult::Refused)
+                .inc();
             count("refused");
             return Ok(first_answer);
         }
+        self.metrics()
+            .extra(Extra::Opinion, ExtraResult::Sent)
+            .inc();
         let mut tried = ask.tried.to_vec();
         tried.push(first.id);
         let Ok((second, slot, waited)) = self.acquire(ask.snapshot, pool, &tried).await else {
@@ -158,7 +170,7 @@ impl Proxy {
         };
         record.queued += waited;
         record.retries += 1;
-        let sent = self.send_copy(&ask, &second).await;
+        let sent = self.send_copy(&ask, &second, None).await;
         let (response, conn) = match sent {
             Ok(Ok(pair)) if !matches!(pair.0.status().as_u16(), 502..=504) => pair,
             _ => {
@@ -206,6 +218,9 @@ impl Proxy {
             }
         };
         count(outcome);
+        if outcome != "everywhere" || exception.kind == Kind::Unknown {
+            self.metrics().extra(Extra::Opinion, ExtraResult::Won).inc();
+        }
         if !(again && exception.kind != Kind::Unknown) {
             record.node = Some(second.label.clone());
         }
@@ -217,8 +232,8 @@ impl Proxy {
         Ok(answer)
     }
 
-    /// The held request sent again, to `node`.
-    async fn send_copy(&self, ask: &Ask<'_>, node: &Node) -> Sent {
+    /// The held request sent again, to `node` (`class`: whose latency it is a sample of).
+    pub(super) async fn send_copy(&self, ask: &Ask<'_>, node: &Node, class: Option<Class>) -> Sent {
         let config = &ask.snapshot.config;
         let frames = ask
             .copy
@@ -239,7 +254,7 @@ impl Proxy {
             ask.parts,
             body,
             upload.as_deref(),
-            ask.timeouts,
+            (ask.timeouts, class),
         )
         .await
     }

@@ -2,6 +2,22 @@
 //! HTTP/1.1 + h2c server that names itself in `X-Node` and can be told to fail, hang,
 //! answer OGC exceptions, or be killed and restarted on the same port.
 //!
+//! For stall detection and hedged reads a node can also be frozen ([`SimNode::freeze`]), like a
+//! JVM stopped by SIGSTOP or a full GC: the kernel still accepts its connections (they queue in
+//! the backlog), but no request is read or answered and responses already streaming stop
+//! mid-body; at the thaw everything goes on and nothing fails. Unlike [`Mode::Hang`], which
+//! never answers, a freeze only delays. A slow node ([`SimNode::set_delay`]) answers everything
+//! but its health probes late.
+//!
+//! Control paths (any method, under any prefix; not counted as hits, never delayed):
+//! `/__sim/fail`, `/__sim/hang`, `/__sim/exception`, `/__sim/recover` (healthy, no delay,
+//! thawed), `/__sim/lag?ms=N`, `/__sim/deaf`, `/__sim/hear`, `/__sim/publish?layer=L`,
+//! `/__sim/remove?layer=L`, `/__sim/delay?ms=N` (0: none) and `/__sim/freeze?ms=N` (answered,
+//! then frozen for N ms). They are the sim's side door, like `kill -CONT` reaching a stopped
+//! process: a frozen node answers them on a connection it had already accepted (a new
+//! connection waits in the backlog like any other). Test endpoints that are counted:
+//! `/__sim/blob?bytes=N&seed=S`, `/__sim/slow?ms=N`, `/__sim/stall`, `/__sim/redirect`.
+//!
 //! Nodes started with [`SimNode::start_in`] form a cluster sharing a [`Catalog`], like a
 //! GeoServer JMS cluster: a layer published on one (a REST `POST` of a feature type or coverage)
 //! reaches the others their `lag` later, and until then they answer requests naming it with
@@ -9,6 +25,7 @@
 //! (`POST .../rest/reload`, Basic credentials) keeps the node busy (503) while it lasts.
 
 mod catalog;
+mod freeze;
 mod ogc;
 mod rest;
 #[cfg(test)]
@@ -35,13 +52,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 pub use catalog::Catalog;
 use catalog::Hearing;
+use freeze::Freeze;
 
 /// How a [`SimNode`] answers non-control requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +127,10 @@ struct Shared {
     reloads: AtomicU64,
     reload_rejections: AtomicU64,
     last_reload_auth: StdMutex<Option<String>>,
+    /// Frozen like a stopped JVM: see [`freeze`].
+    freeze: Freeze,
+    /// How late a slow node answers what is not a probe or a control path.
+    delay: StdMutex<Duration>,
 }
 
 /// A std mutex's guard, even if a panic elsewhere poisoned it (a test tool: the data stays usable).
@@ -140,6 +162,14 @@ impl Shared {
 
     fn busy(&self) -> bool {
         lock(&self.busy_until).is_some_and(|until| Instant::now() < until)
+    }
+
+    fn delay(&self) -> Duration {
+        *lock(&self.delay)
+    }
+
+    fn set_delay(&self, delay: Duration) {
+        *lock(&self.delay) = delay;
     }
 }
 
@@ -188,6 +218,8 @@ impl SimNode {
             reloads: AtomicU64::new(0),
             reload_rejections: AtomicU64::new(0),
             last_reload_auth: StdMutex::new(None),
+            freeze: Freeze::new(),
+            delay: StdMutex::new(Duration::ZERO),
         });
         let running = Some(spawn_server(listener, shared.clone()));
         Ok(SimNode {
@@ -279,6 +311,43 @@ impl SimNode {
         lock(&self.shared.last_reload_auth).clone()
     }
 
+    /// Freezes the node now, like a JVM stopped by SIGSTOP or a full GC, and thaws it by itself
+    /// `for_` later (on tokio's clock, so paused time thaws it too). While frozen the kernel
+    /// still accepts connections but the node takes none from the backlog, reads no request,
+    /// sends no response head, and responses already streaming stop between two chunks; at the
+    /// thaw all of it goes on and nothing fails. A freeze under way is replaced, its end too.
+    /// Control paths still pass on connections already accepted (see the
+    /// [module docs](crate::sim)).
+    pub fn freeze(&self, for_: Duration) {
+        self.shared.freeze.start(for_);
+    }
+
+    /// Ends a freeze now (nothing if the node is not frozen).
+    pub fn thaw(&self) {
+        self.shared.freeze.end();
+    }
+
+    /// Whether the node is frozen now.
+    pub fn is_frozen(&self) -> bool {
+        self.shared.freeze.is_on()
+    }
+
+    /// Freezes started, by [`freeze`](Self::freeze) or `/__sim/freeze`.
+    pub fn freezes(&self) -> u64 {
+        self.shared.freeze.count()
+    }
+
+    /// Makes the node slow: from now on every answer but a control path's or a health probe's
+    /// waits `delay` (on tokio's clock) before its head. Zero: no delay.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.set_delay(delay);
+    }
+
+    /// How late the node answers (zero unless [`set_delay`](Self::set_delay)).
+    pub fn delay(&self) -> Duration {
+        self.shared.delay()
+    }
+
     /// Exception documents sent to requests that are not health probes: unknown layers (an
     /// exception drawn as an image for `EXCEPTIONS=INIMAGE` included) and a sick node's.
     pub fn exceptions_sent(&self) -> u64 {
@@ -287,8 +356,9 @@ impl SimNode {
 
     /// Requests received that are not health probes (a probe has a User-Agent starting
     /// with "geolb-health"). Control requests under /__sim/ (fail, hang, exception,
-    /// recover, lag, deaf, hear, publish, remove) are not counted either; blob, slow and
-    /// redirect requests are.
+    /// recover, lag, deaf, hear, publish, remove, delay, freeze) are not counted either; blob,
+    /// slow, stall and redirect requests are. A request that arrives while the node is frozen
+    /// counts once the node thaws (a stopped JVM sees nothing).
     pub fn hits(&self) -> u64 {
         self.shared.hits.load(Ordering::Relaxed)
     }
@@ -303,9 +373,11 @@ impl SimNode {
         self.shared.probes.load(Ordering::Relaxed)
     }
 
-    /// Sets every counter (hits, writes, probes, exceptions, reloads and rejections) back to zero.
+    /// Sets every counter (hits, writes, probes, exceptions, reloads, rejections and freezes)
+    /// back to zero.
     pub fn reset_counters(&self) {
         let s = &self.shared;
+        s.freeze.reset_count();
         for counter in [
             &s.hits,
             &s.writes,
@@ -349,7 +421,8 @@ impl SimNode {
 }
 
 /// Spawns the accept loop; every connection runs in a `JoinSet` owned by that loop, and
-/// every request races the stop signal (h2 runs requests on their own tasks).
+/// every request races the stop signal (h2 runs requests on their own tasks), frozen or not:
+/// killing a frozen node works, like SIGKILL on a stopped process.
 fn spawn_server(listener: TcpListener, shared: Arc<Shared>) -> Running {
     let (stop, stop_rx) = watch::channel(false);
     let builder = Arc::new(Builder::new(TokioExecutor::new()));
@@ -360,7 +433,7 @@ fn spawn_server(listener: TcpListener, shared: Arc<Shared>) -> Running {
             let (stream, _) = tokio::select! {
                 () = stopped(&mut loop_stop) => break,
                 Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-                accepted = listener.accept() => match accepted {
+                accepted = accept_thawed(&listener, &shared.freeze) => match accepted {
                     Ok(accepted) => accepted,
                     Err(_) => {
                         // e.g. out of file descriptors: back off instead of spinning.
@@ -390,6 +463,22 @@ fn spawn_server(listener: TcpListener, shared: Arc<Shared>) -> Running {
     Running { stop, task }
 }
 
+/// The next connection from the backlog, taken only while the node is not frozen: a frozen node
+/// leaves them queued in the kernel, connected but unanswered. Accepting is cancel-safe, so a
+/// freeze that begins while waiting drops the accept and loses nothing.
+async fn accept_thawed(
+    listener: &TcpListener,
+    freeze: &Freeze,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    loop {
+        freeze.thawed().await;
+        tokio::select! {
+            accepted = listener.accept() => return accepted,
+            () = freeze.begun() => {}
+        }
+    }
+}
+
 /// Resolves once the node is told to stop (or its handle is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|&stop| stop).await;
@@ -400,38 +489,53 @@ fn sick_exception() -> String {
     ogc::wms_exception_1_3_0("NoApplicableCode", None, SICK_TEXT)
 }
 
-/// Counts the request, then answers it according to the node's mode.
+/// Applies a control path at once (frozen or not: the sim's side door), or answers like the
+/// node would; either way naming the node.
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
-    let mut resp = if let Some(resp) = control(shared, req.uri()) {
-        resp
-    } else {
-        let ua = req.headers().get(header::USER_AGENT);
-        let probe = ua.is_some_and(|ua| ua.as_bytes().starts_with(b"geolb-health"));
-        if probe {
-            shared.probes.fetch_add(1, Ordering::Relaxed);
-        } else {
-            shared.hits.fetch_add(1, Ordering::Relaxed);
-            if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-                shared.writes.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        match shared.mode() {
-            Mode::Fail => simple(StatusCode::SERVICE_UNAVAILABLE, TEXT, "simulated failure\n"),
-            Mode::Hang => std::future::pending().await,
-            _ if shared.busy() => simple(StatusCode::SERVICE_UNAVAILABLE, TEXT, "Server Busy\n"),
-            Mode::Exception => {
-                if !probe {
-                    shared.exceptions_sent.fetch_add(1, Ordering::Relaxed);
-                }
-                ok("text/xml", sick_exception())
-            }
-            Mode::Healthy => healthy(shared, req, probe).await,
-        }
+    let mut resp = match control(shared, req.uri()) {
+        Some(resp) => resp,
+        None => answer(shared, req).await,
     };
     if let Ok(name) = HeaderValue::from_str(&shared.name) {
         resp.headers_mut().insert(X_NODE, name);
     }
     resp
+}
+
+/// Answers a request that is not a control path as a node that may be frozen or slow would:
+/// nothing before the thaw (the request, body included, is not even read), then counted,
+/// delayed if the node is slow and it is not a probe, answered according to the mode, and held
+/// again before its head if a freeze began meanwhile; its body stops during later freezes.
+async fn answer(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
+    shared.freeze.thawed().await;
+    let ua = req.headers().get(header::USER_AGENT);
+    let probe = ua.is_some_and(|ua| ua.as_bytes().starts_with(b"geolb-health"));
+    if probe {
+        shared.probes.fetch_add(1, Ordering::Relaxed);
+    } else {
+        shared.hits.fetch_add(1, Ordering::Relaxed);
+        if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+            shared.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        let delay = shared.delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+    let resp = match shared.mode() {
+        Mode::Fail => simple(StatusCode::SERVICE_UNAVAILABLE, TEXT, "simulated failure\n"),
+        Mode::Hang => std::future::pending().await,
+        _ if shared.busy() => simple(StatusCode::SERVICE_UNAVAILABLE, TEXT, "Server Busy\n"),
+        Mode::Exception => {
+            if !probe {
+                shared.exceptions_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            ok("text/xml", sick_exception())
+        }
+        Mode::Healthy => healthy(shared, req, probe).await,
+    };
+    shared.freeze.thawed().await;
+    resp.map(|body| shared.freeze.gate(body).boxed())
 }
 
 /// The control paths under `/__sim/` that change the node (not counted as hits).
@@ -445,6 +549,11 @@ fn control(shared: &Shared, uri: &http::Uri) -> Option<Response<SimBody>> {
     let path = uri.path();
     if let Some(&(_, mode)) = MODES.iter().find(|(s, _)| path.ends_with(s)) {
         shared.set_mode(mode);
+        if mode == Mode::Healthy {
+            // Recovering ends every trouble: slowness and a freeze too.
+            shared.set_delay(Duration::ZERO);
+            shared.freeze.end();
+        }
         return Some(ok(TEXT, format!("mode: {mode}\n")));
     }
     let layer = || query_param(uri, "layer").filter(|l| !l.trim().is_empty());
@@ -454,6 +563,24 @@ fn control(shared: &Shared, uri: &http::Uri) -> Option<Response<SimBody>> {
             Some(ms) => {
                 lock(&shared.hearing).lag = Duration::from_millis(ms);
                 ok(TEXT, format!("lag: {ms} ms\n"))
+            }
+            None => simple(StatusCode::BAD_REQUEST, TEXT, "bad ms\n"),
+        }
+    } else if path.ends_with("/__sim/delay") {
+        match query_u64(uri, "ms") {
+            Some(ms) => {
+                shared.set_delay(Duration::from_millis(ms));
+                ok(TEXT, format!("delay: {ms} ms\n"))
+            }
+            None => simple(StatusCode::BAD_REQUEST, TEXT, "bad ms\n"),
+        }
+    } else if path.ends_with("/__sim/freeze") {
+        // Required: a freeze of no stated length is a mistake, not "none".
+        match query_param(uri, "ms").and_then(|ms| ms.trim().parse::<u64>().ok()) {
+            Some(ms) => {
+                // Control answers pass a freeze, so this one still goes out after it begins.
+                shared.freeze.start(Duration::from_millis(ms));
+                ok(TEXT, format!("frozen: {ms} ms\n"))
             }
             None => simple(StatusCode::BAD_REQUEST, TEXT, "bad ms\n"),
         }

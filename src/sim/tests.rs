@@ -561,3 +561,304 @@ async fn a_sick_node_runs_out_of_memory_on_everything_but_its_probes_are_not_cou
     assert_eq!(&t.get(ROADS).await.1[..], PNG_1X1);
     assert_eq!(t.node.exceptions_sent(), 1);
 }
+
+// ---- frozen and slow nodes ----
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// An HTTP/1.1 connection of the test's own to `addr`: requests on it go where the test says
+/// (a pooled client would open another connection behind a request a freeze holds).
+async fn connection(addr: SocketAddr) -> Sender {
+    let connect = tokio::net::TcpStream::connect(addr);
+    let stream = tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .expect("the kernel accepts, frozen or not")
+        .expect("connect");
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// A GET of `path` on `conn`, with headers from `with`, collected.
+async fn get_on(
+    conn: &mut Sender,
+    path: &str,
+    with: impl FnOnce(http::request::Builder) -> http::request::Builder,
+) -> Answer {
+    let req = with(Request::get(path).header(header::HOST, "sim"));
+    let resp = conn
+        .send_request(req.body(Full::default()).expect("request"))
+        .await
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    (parts, body.collect().await.expect("body").to_bytes())
+}
+
+const FOREVER: Duration = Duration::from_secs(3600);
+/// Long enough for a misbehaving node to answer: only ever waited for what must NOT happen.
+const GRACE: Duration = Duration::from_millis(300);
+/// How long what must happen may take, at worst.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Spawns a GET of `path` on `conn` that reports whether `thawed` was already set when the
+/// answer's head arrived.
+fn spawn_get(
+    mut conn: Sender,
+    path: &'static str,
+    thawed: &Arc<std::sync::atomic::AtomicBool>,
+) -> JoinHandle<(StatusCode, bool, Bytes)> {
+    let thawed = thawed.clone();
+    tokio::spawn(async move {
+        let req = Request::get(path).header(header::HOST, "sim");
+        let resp = conn.send_request(req.body(Full::default()).expect("request"));
+        let resp = resp.await.expect("answered, not failed");
+        let after_thaw = thawed.load(Ordering::SeqCst);
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, after_thaw, body)
+    })
+}
+
+/// Thaws `node` after setting `thawed` (so answers can tell they came after).
+fn thaw(node: &SimNode, thawed: &std::sync::atomic::AtomicBool) {
+    thawed.store(true, Ordering::SeqCst);
+    node.thaw();
+}
+
+#[tokio::test]
+async fn a_request_sent_while_frozen_is_answered_only_after_the_thaw() {
+    let t = setup().await;
+    let mut conn = connection(t.node.addr()).await;
+    // Answered once: the node has taken this connection before it freezes.
+    assert_eq!(
+        get_on(&mut conn, "/wms", |r| r).await.0.status,
+        StatusCode::OK
+    );
+    t.node.freeze(FOREVER);
+    assert!(t.node.is_frozen());
+    assert_eq!(t.node.freezes(), 1);
+    let thawed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pending = spawn_get(conn, "/wms", &thawed);
+    tokio::time::sleep(GRACE).await;
+    assert!(!pending.is_finished(), "no head while frozen");
+    assert_eq!(t.node.hits(), 1, "a stopped JVM has not seen the request");
+    thaw(&t.node, &thawed);
+    assert!(!t.node.is_frozen());
+    let answer = tokio::time::timeout(DEADLINE, pending).await;
+    let (status, after_thaw, body) = answer.expect("answered after the thaw").expect("task");
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"node-a\n"[..]));
+    assert!(after_thaw, "the head came after the thaw");
+    assert_eq!((t.node.hits(), t.node.freezes()), (2, 1));
+}
+
+/// How many connections wait in the kernel's accept queue of the IPv4 listener on `addr`:
+/// Linux shows it as the `rx_queue` of a listening socket in /proc/net/tcp.
+#[cfg(target_os = "linux")]
+fn backlog(addr: SocketAddr) -> usize {
+    let std::net::IpAddr::V4(ip) = addr.ip() else {
+        panic!("an IPv4 listener");
+    };
+    // The address as the kernel prints it: its network-order bytes read as a native u32.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(ip.octets()),
+        addr.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let line = table
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A"))
+        .expect("the listener is listed");
+    let queues = line.get(4).and_then(|q| q.split_once(':')).expect("queues");
+    usize::from_str_radix(queues.1, 16).expect("rx_queue")
+}
+
+/// Waits (up to [`DEADLINE`]) for the accept queue on `addr` to hold `n` connections.
+#[cfg(target_os = "linux")]
+async fn backlog_reaches(addr: SocketAddr, n: usize) {
+    let deadline = Instant::now() + DEADLINE;
+    while backlog(addr) != n {
+        assert!(
+            Instant::now() < deadline,
+            "backlog {} never {n}",
+            backlog(addr)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_opened_while_frozen_waits_in_the_backlog_and_is_served_after_the_thaw() {
+    let t = setup().await;
+    t.node.freeze(FOREVER);
+    // connect() succeeding is the kernel's doing: the node accepts nothing while frozen.
+    let conn = connection(t.node.addr()).await;
+    let thawed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pending = spawn_get(conn, "/geoserver/wms?request=GetMap", &thawed);
+    #[cfg(target_os = "linux")]
+    backlog_reaches(t.node.addr(), 1).await;
+    tokio::time::sleep(GRACE).await;
+    assert!(!pending.is_finished(), "no answer while frozen");
+    assert_eq!(t.node.hits(), 0);
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        backlog(t.node.addr()),
+        1,
+        "still not taken from the backlog"
+    );
+    thaw(&t.node, &thawed);
+    let answer = tokio::time::timeout(DEADLINE, pending).await;
+    let (status, after_thaw, body) = answer.expect("answered after the thaw").expect("task");
+    assert_eq!((status, &body[..]), (StatusCode::OK, PNG_1X1));
+    assert!(after_thaw);
+    #[cfg(target_os = "linux")]
+    assert_eq!(backlog(t.node.addr()), 0, "taken at the thaw");
+    // The listener was never closed: new connections are served as ever.
+    assert_eq!(header(&t.get("/wms").await.0, "x-node"), "node-a");
+}
+
+#[tokio::test]
+async fn a_streaming_response_stops_mid_body_while_frozen_and_completes_intact_after() {
+    // Far more than the socket buffers between node and client can hold.
+    const BYTES: u64 = 32 * 1024 * 1024;
+    let t = setup().await;
+    let mut conn = connection(t.node.addr()).await;
+    let path = format!("/geoserver/__sim/blob?bytes={BYTES}&seed=11");
+    let req = Request::get(path).header(header::HOST, "sim");
+    let resp = conn.send_request(req.body(Full::default()).expect("request"));
+    let mut body = resp.await.expect("response").into_body();
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    let mut take = |frame: Frame<Bytes>| {
+        let data = frame.into_data().unwrap_or_default();
+        hasher.update(&data);
+        received += data.len() as u64;
+        received
+    };
+    let mut seen = take(body.frame().await.expect("a first frame").expect("frame"));
+    t.node.freeze(FOREVER);
+    // Drain what was already on its way; then nothing more comes while frozen.
+    loop {
+        match tokio::time::timeout(GRACE, body.frame()).await {
+            Ok(Some(frame)) => seen = take(frame.expect("frame")),
+            Ok(None) => panic!("the body ended while frozen"),
+            Err(_) => break,
+        }
+    }
+    let stopped_at = seen;
+    assert!(stopped_at < BYTES, "stopped mid-body at {stopped_at}");
+    t.node.thaw();
+    let rest = async {
+        while let Some(frame) = body.frame().await {
+            seen = take(frame.expect("no error after the thaw"));
+        }
+    };
+    tokio::time::timeout(DEADLINE, rest)
+        .await
+        .expect("the rest after the thaw");
+    assert_eq!(seen, BYTES, "went on after the thaw, to the end");
+    assert_eq!(hex(&hasher.finalize()), blob_sha256(BYTES, 11));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_freeze_control_path_answers_then_freezes_and_thaws_by_itself() {
+    let t = setup().await;
+    let mut conn = connection(t.node.addr()).await;
+    let (parts, body) = get_on(&mut conn, "/geoserver/__sim/freeze", |r| r).await;
+    assert_eq!(
+        (parts.status, text(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "bad ms\n"),
+        "ms is required"
+    );
+    assert!(!t.node.is_frozen());
+    let started = tokio::time::Instant::now();
+    let (parts, body) = get_on(&mut conn, "/__sim/freeze?ms=60000", |r| r).await;
+    assert_eq!(
+        (parts.status, text(&body).as_str()),
+        (StatusCode::OK, "frozen: 60000 ms\n")
+    );
+    assert_eq!(header(&parts, "x-node"), "node-a");
+    assert!(t.node.is_frozen(), "frozen once answered");
+    assert_eq!(t.node.freezes(), 1);
+    // Held until the freeze ends by itself (paused time jumps to it), then answered.
+    let (parts, body) = get_on(&mut conn, "/wms", |r| r).await;
+    assert_eq!(
+        (parts.status, &body[..]),
+        (StatusCode::OK, &b"node-a\n"[..])
+    );
+    assert!(started.elapsed() >= Duration::from_secs(60));
+    assert!(!t.node.is_frozen());
+    assert_eq!(t.node.hits(), 1, "control paths are not hits");
+
+    // Recovering thaws at once: the side door is open on a connection already taken.
+    t.node.freeze(FOREVER);
+    t.node.set_delay(FOREVER);
+    let started = tokio::time::Instant::now();
+    let (parts, body) = get_on(&mut conn, "/__sim/recover", |r| r).await;
+    assert_eq!(
+        (parts.status, text(&body).as_str()),
+        (StatusCode::OK, "mode: healthy\n")
+    );
+    assert!(!t.node.is_frozen());
+    assert_eq!(t.node.delay(), Duration::ZERO);
+    assert_eq!(
+        get_on(&mut conn, "/wms", |r| r).await.0.status,
+        StatusCode::OK
+    );
+    assert!(started.elapsed() < FOREVER);
+    assert_eq!(t.node.freezes(), 2);
+    t.node.reset_counters();
+    assert_eq!(t.node.freezes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_node_delays_reads_but_neither_probes_nor_control_paths() {
+    let t = setup().await;
+    let mut conn = connection(t.node.addr()).await;
+    let (_, body) = get_on(&mut conn, "/__sim/delay?ms=3600000", |r| r).await;
+    assert_eq!(text(&body), "delay: 3600000 ms\n");
+    assert_eq!(t.node.delay(), FOREVER);
+    let probe = |r: http::request::Builder| r.header(header::USER_AGENT, "geolb-health/0.1");
+    let started = tokio::time::Instant::now();
+    let (parts, _) = get_on(&mut conn, "/geoserver/wms?request=GetCapabilities", probe).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    get_on(&mut conn, "/__sim/lag?ms=0", |r| r).await;
+    assert!(
+        started.elapsed() < FOREVER,
+        "probes and control paths are not delayed"
+    );
+    let (parts, body) = get_on(&mut conn, ROADS, |r| r).await;
+    assert_eq!((parts.status, &body[..]), (StatusCode::OK, PNG_1X1));
+    assert!(
+        started.elapsed() >= FOREVER,
+        "the read waited for the delay"
+    );
+    assert_eq!((t.node.hits(), t.node.probes()), (1, 1));
+    let (_, body) = get_on(&mut conn, "/__sim/delay", |r| r).await;
+    assert_eq!(text(&body), "delay: 0 ms\n");
+    let started = tokio::time::Instant::now();
+    get_on(&mut conn, ROADS, |r| r).await;
+    assert!(started.elapsed() < FOREVER, "no delay any more");
+}
+
+#[tokio::test]
+async fn a_frozen_node_can_still_be_killed() {
+    let t = setup().await;
+    let mut conn = connection(t.node.addr()).await;
+    t.node.freeze(FOREVER);
+    let req = Request::get("/wms").header(header::HOST, "sim");
+    let pending = tokio::spawn(conn.send_request(req.body(Full::default()).expect("request")));
+    tokio::time::sleep(GRACE).await;
+    tokio::time::timeout(DEADLINE, t.node.kill())
+        .await
+        .expect("killed while frozen");
+    let outcome = tokio::time::timeout(DEADLINE, pending).await;
+    assert!(
+        matches!(outcome, Ok(Ok(Err(_)))),
+        "the held request fails with the node"
+    );
+    assert!(t.node.is_frozen(), "killed, not thawed");
+}

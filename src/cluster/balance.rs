@@ -196,7 +196,11 @@ mod tests {
         assert_eq!(share([1, 1, 0])[2], 0, "idle, but ten times slower");
         assert!(share([12, 12, 0])[2] > 1000, "its peers ten times busier");
         assert_eq!(paced_cost(1.0, 3), 4.0, "the usual pace: load alone");
-        assert_eq!(paced_cost(0.7, 3), paced_cost(1.4, 3), "usual paces are equals");
+        assert_eq!(
+            paced_cost(0.7, 3),
+            paced_cost(1.4, 3),
+            "usual paces are equals"
+        );
         assert_eq!(paced_cost(3.0, 1), 6.0);
     }
 

@@ -386,6 +386,8 @@ pub struct Sample {
     pub at: Instant,
     pub node: String,
     pub status: StatusCode,
+    /// How long the request took, sent to answer read whole.
+    pub took: Duration,
 }
 
 /// Steady read load: `clients` concurrent clients sending `target` in a loop until stopped (or
@@ -417,11 +419,13 @@ impl Load {
                     let req = Request::get(&url)
                         .body(Full::new(Bytes::new()).boxed())
                         .unwrap();
+                    let sent_at = Instant::now();
                     let r = send(&client, req).await;
                     let sample = Sample {
                         at: Instant::now(),
                         node: r.node().to_string(),
                         status: r.status,
+                        took: sent_at.elapsed(),
                     };
                     samples.lock().unwrap().push(sample);
                 }

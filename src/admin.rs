@@ -32,6 +32,8 @@ pub fn status(snapshot: &Snapshot) -> Value {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    let at = crate::cluster::latency::now_ns(tokio::time::Instant::now());
+    let decay = snapshot.config.routing.decay.0;
     let nodes: Vec<Value> = snapshot
         .nodes
         .iter()
@@ -67,6 +69,10 @@ pub fn status(snapshot: &Snapshot) -> Value {
                 "last_check": last_check,
                 "last_ejection": last_ejection,
                 "lagged_reads": node.lag_count(),
+                "stalled": node.is_stalled(),
+                "waiting": node.awaiting(),
+                "latency_ms": (node.latency.estimate(at, decay) / 1e3).round() / 1e3,
+                "pace": (node.pace.at(at, decay) * 100.0).round() / 100.0,
             })
         })
         .collect();

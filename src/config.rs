@@ -253,14 +253,16 @@ impl Default for Passive {
     }
 }
 
-/// `[retries]`: idempotent reads retried on another node.
+/// `[retries]`: the extra attempts of one request (retries of idempotent reads on another node,
+/// hedges, second opinions): one per-request cap and one budget.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Retries {
-    /// Further attempts, each on a node not tried yet. Default 2; 0 disables.
+    /// Extra attempts per request, of all kinds together, each on a node not tried yet. Default
+    /// 2; 0 disables.
     pub max: u32,
-    /// Retries may add at most this share of load (percent of requests over `budget_window`).
-    /// Default 20.
+    /// Extra attempts (retries, hedges, second opinions) may add at most this share of load
+    /// (percent of requests over `budget_window`). Default 10.
     pub budget_percent: u32,
     /// Retries always allowed per second, whatever the share. Default 10.
     pub budget_min_per_second: u32,
@@ -272,7 +274,7 @@ impl Default for Retries {
     fn default() -> Self {
         Retries {
             max: 2,
-            budget_percent: 20,
+            budget_percent: 10,
             budget_min_per_second: 10,
             budget_window: Dur::secs(10),
         }

@@ -59,6 +59,14 @@ async fn a_frozen_node_under_load_is_found_stalled_and_its_reads_answered_by_oth
         || stalled(&h, "gs-replica-1"),
     )
     .await;
+    let status = h.admin(http::Method::GET, "/status", None).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
+    let node = &status["nodes"][1];
+    assert_eq!(
+        (&node["name"], &node["stalled"]),
+        (&"gs-replica-1".into(), &true.into())
+    );
+    assert!(node["latency_ms"].as_f64().is_some() && node["pace"].as_f64().is_some());
     let during = load.count();
     wait_for("the freeze ends", Duration::from_secs(5), || {
         !frozen.is_frozen()

@@ -91,6 +91,7 @@ fn pick(c: &mut Criterion) {
         let seen: Vec<geolb::cluster::stall::Seen> = (0..8)
             .map(|i| geolb::cluster::stall::Seen {
                 awaiting: i % 3,
+                owes: i == 4,
                 quiet: std::time::Duration::from_millis(i as u64 * 40),
                 after: std::time::Duration::from_millis(200),
             })

@@ -70,6 +70,10 @@ impl PeakEwma {
     }
 }
 
+/// The pace sample of an attempt beaten by a hedge (its answer, cancelled, never came): as a
+/// node ten times slower than its peers.
+pub const OUTPACED: f64 = 10.0;
+
 /// How much one answer moves a node's pace: about the last ten answers count.
 const PACE_GAIN: f64 = 0.1;
 
@@ -109,6 +113,12 @@ impl Pace {
         let elapsed = now.saturating_sub(self.stamp.load(Relaxed));
         let next = paced(est, elapsed, ratio, tau_ns(tau));
         self.est.store(next.to_bits(), Relaxed);
+        self.stamp.store(now, Relaxed);
+    }
+
+    /// Back to the usual, at `now`.
+    pub fn reset(&self, now: u64) {
+        self.est.store(1.0f64.to_bits(), Relaxed);
         self.stamp.store(now, Relaxed);
     }
 

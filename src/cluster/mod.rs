@@ -396,7 +396,7 @@ impl Cluster {
             .inc();
         let detail = obs.result.detail.clone();
         node.last_check.store(Some(Arc::new(obs.result)));
-        if ok && node.set_stalled(false) {
+        if ok && node.check_passed(latency::now_ns(tokio::time::Instant::now())) {
             // Its checks pass again (the requests that were waiting on it were hedged away, so
             // no data-path answer would have told).
             tracing::info!(

@@ -13,7 +13,7 @@ use http::uri::Authority;
 use tokio::sync::Notify;
 
 use super::health::CheckResult;
-use super::latency::{Pace, PeakEwma};
+use super::latency::{Pace, PeakEwma, OUTPACED};
 use crate::classify::Pool;
 use crate::config::NodeSpec;
 use crate::upstream;
@@ -58,6 +58,9 @@ pub struct Node {
     heads: AtomicU64,
     /// Quiet past what its recent behaviour explains while its peers answer: no new requests.
     stalled: AtomicBool,
+    /// An attempt of it was beaten by a hedge and cancelled, and it has not answered since (a
+    /// response head, a passing check): it still owes that answer, for stall detection.
+    owes: AtomicBool,
     /// Its recent time to first byte (peak-EWMA): what explains a quiet (stall detection).
     pub latency: PeakEwma,
     /// How many times its classes' usual time its recent answers took: what picking weighs.
@@ -108,6 +111,7 @@ impl Node {
             awaiting: AtomicUsize::new(0),
             heads: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
+            owes: AtomicBool::new(false),
             latency: PeakEwma::default(),
             pace: Pace::default(),
         }
@@ -129,13 +133,49 @@ impl Node {
     /// estimates' time constant). A stalled node that answers takes new requests again at once.
     pub fn answered(&self, now: u64, ttfb: Duration, ratio: Option<f64>, decay: Duration) {
         self.heads.fetch_add(1, Ordering::Relaxed);
+        if self.owes.load(Ordering::Relaxed) {
+            self.owes.store(false, Ordering::Relaxed);
+        }
+        if self.stalled.load(Ordering::Relaxed) {
+            self.stalled.store(false, Ordering::Relaxed);
+            self.pace.reset(now);
+        }
         self.latency.observe(now, ttfb, decay);
         if let Some(ratio) = ratio {
             self.pace.observe(now, ratio, decay);
         }
-        if self.stalled.load(Ordering::Relaxed) {
-            self.stalled.store(false, Ordering::Relaxed);
+    }
+
+    /// An attempt that had sent it nothing back was beaten by a hedge on another node, at `now`
+    /// ([`now_ns`]), and cancelled. How long it would have taken is never known: its pace counts
+    /// [`OUTPACED`] times the class's usual time (or a slow node keeps being sent reads that all
+    /// wait for the hedge delay). Not progress: it now owes an answer (stall detection), and its
+    /// watchdog checks it at once: a slow node answers the check, a frozen one does not. A
+    /// stalled node's beaten attempts are the stall, not its pace.
+    pub fn outpaced(&self, now: u64, decay: Duration) {
+        if self.is_stalled() {
+            return;
         }
+        self.pace.observe(now, OUTPACED, decay);
+        if !self.owes.swap(true, Ordering::Relaxed) {
+            self.recheck.notify_one();
+        }
+    }
+
+    /// Whether it owes the answer of an attempt beaten by a hedge (see [`Node::outpaced`]).
+    pub fn owes(&self) -> bool {
+        self.owes.load(Ordering::Relaxed)
+    }
+
+    /// Its checks pass: it owes nothing. When it was stalled, it takes new requests again, at the
+    /// usual pace (its beaten attempts were the stall); returns whether it was stalled.
+    pub(super) fn check_passed(&self, now: u64) -> bool {
+        self.owes.store(false, Ordering::Relaxed);
+        let was = self.set_stalled(false);
+        if was {
+            self.pace.reset(now);
+        }
+        was
     }
 
     /// Response heads it sent.

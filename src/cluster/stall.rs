@@ -1,4 +1,5 @@
-//! Stall detection. A node with requests waiting for their answer that has sent no response head
+//! Stall detection. A node with requests waiting for their answer (or owing the answer of one
+//! that a hedge beat and cancelled) that has sent no response head
 //! for longer than its own recent behaviour explains (`stalls.multiple` times its recent time to
 //! first byte, at least `stalls.min`), while its peers keep answering, is *stalled*: a JVM frozen
 //! in a full GC, which the kernel still accepts connections for. It gets no new requests until it
@@ -28,6 +29,8 @@ pub const TICK: Duration = Duration::from_millis(20);
 pub struct Seen {
     /// Attempts waiting for their response head.
     pub awaiting: usize,
+    /// It owes the answer of an attempt beaten by a hedge (and cancelled) since its last head.
+    pub owes: bool,
     /// How long it has sent no response head while some were waiting (zero when none wait).
     pub quiet: Duration,
     /// How long a quiet is explained by its recent behaviour.
@@ -38,7 +41,7 @@ pub struct Seen {
 /// every node is quiet, the cause is elsewhere: a shared database, the network; nobody is stalled,
 /// or no node would be left).
 pub fn stalled(seen: &[Seen]) -> Vec<bool> {
-    let over = |s: &Seen| s.awaiting > 0 && s.quiet > s.after;
+    let over = |s: &Seen| (s.awaiting > 0 || s.owes) && s.quiet > s.after;
     let answering = seen.iter().filter(|s| !over(s)).count();
     seen.iter().map(|s| over(s) && answering > 0).collect()
 }
@@ -88,12 +91,15 @@ impl Stalls {
         let seen: Vec<Seen> = nodes
             .iter()
             .map(|node| {
-                let (heads, awaiting) = (node.heads(), node.awaiting());
+                let (heads, awaiting, owes) = (node.heads(), node.awaiting(), node.owes());
                 let f = self.followed.entry(node.id).or_insert(Followed {
                     heads,
                     quiet_since: None,
                 });
-                if heads != f.heads || awaiting == 0 {
+                // Attempts hedged away and cancelled leave nothing waiting, yet the node has not
+                // answered them: a frozen node avoided after its first beaten reads is still
+                // found stalled (a slow one answers the check its beaten read triggered).
+                if heads != f.heads || (awaiting == 0 && !owes) {
                     f.quiet_since = None;
                 } else if f.quiet_since.is_none() {
                     f.quiet_since = Some(now);
@@ -101,6 +107,7 @@ impl Stalls {
                 f.heads = heads;
                 Seen {
                     awaiting,
+                    owes,
                     quiet: f.quiet_since.map_or(Duration::ZERO, |t| now - t),
                     after: quiet_allowed(
                         node.latency.estimate(at, tau),
@@ -142,6 +149,7 @@ mod tests {
     fn seen(awaiting: usize, quiet: u64) -> Seen {
         Seen {
             awaiting,
+            owes: false,
             quiet: ms(quiet),
             after: ms(200),
         }
@@ -161,6 +169,20 @@ mod tests {
     #[test]
     fn nothing_waiting_is_no_stall() {
         assert_eq!(stalled(&[seen(0, 900), seen(1, 0)]), [false, false]);
+    }
+
+    #[test]
+    fn an_answer_owed_for_a_cancelled_attempt_is_waiting() {
+        let owing = Seen {
+            owes: true,
+            ..seen(0, 250)
+        };
+        assert_eq!(stalled(&[owing, seen(1, 0)]), [true, false]);
+        let recent = Seen {
+            owes: true,
+            ..seen(0, 150)
+        };
+        assert_eq!(stalled(&[recent, seen(1, 0)]), [false, false]);
     }
 
     #[test]

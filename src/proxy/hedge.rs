@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::opinion::Ask;
 use super::{Proxy, Sent};
 use crate::classify::{Class, Pool};
-use crate::cluster::latency::hedge_delay;
+use crate::cluster::latency::{hedge_delay, now_ns};
 use crate::cluster::{InFlight, Node, Snapshot};
 use crate::metrics::{Extra, ExtraResult};
 
@@ -169,6 +169,10 @@ impl Proxy {
                     if good(&sent) {
                         if first_failed.is_some() {
                             self.record(config, node, false);
+                        } else {
+                            // Its answer, cancelled, will never tell its pace how slow it was.
+                            let now = now_ns(tokio::time::Instant::now());
+                            node.outpaced(now, config.routing.decay.0);
                         }
                         metrics.extra(Extra::Hedge, ExtraResult::Won).inc();
                         return Hedged { sent, winner: Some((second, slot)), other: Some(node.id) };

@@ -70,6 +70,8 @@ pub enum Report {
         failures: u32,
         cause: Option<String>,
     },
+    /// A connection to this node (by id) was refused: nothing listens on its port.
+    Refused { node: u64 },
 }
 
 /// Where a reload takes its configuration from.

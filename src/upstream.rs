@@ -58,6 +58,13 @@ impl Error {
     pub fn is_connect(&self) -> bool {
         !matches!(self, Error::Http(_))
     }
+
+    /// The node's host answered that nothing listens on its port (`ECONNREFUSED`): a definite
+    /// answer, unlike a timeout (a stopped container, a GeoServer that exited, a scaled-down
+    /// replica whose address is still in DNS).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Error::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+    }
 }
 
 /// How geolb speaks TLS to `https://` nodes (`forwarding.ca_bundle`, `client_cert`…).

@@ -413,3 +413,58 @@ async fn a_failed_attempt_lets_go_of_its_node_while_the_retry_runs() {
     }
     assert!(seen, "one request was retried");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_costs_a_read_none_of_its_retries() {
+    // No retry allowed at all, and no ejection on live traffic: only a free second try on a
+    // refusal lets a read that first picked a dead replica succeed (2 of 3 picks are dead).
+    let opts = Options {
+        interval: "20s",
+        timeout: "1s",
+        extra: "[passive]\nconsecutive_failures = 0\n[retries]\nmax = 0\n",
+        ..Options::default()
+    };
+    let h = Harness::start_with(THREE, opts).await;
+    h.sim("gs-replica-1").kill().await;
+    h.sim("gs-replica-2").kill().await;
+    for i in 0..30 {
+        let r = h.get(GETMAP).await;
+        assert_eq!(r.status, StatusCode::OK, "read {i}: {}", r.text());
+        assert_eq!(r.node(), "gs-master");
+    }
+    assert_eq!(
+        h.state("gs-replica-1"),
+        State::Up,
+        "passive ejection is off"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_ejects_the_node_at_once_past_the_passive_cap() {
+    // Checks 20 s apart: only live traffic can take the nodes out, and the passive cap (34 % of
+    // three: one node) would keep one of the two dead replicas.
+    let opts = Options {
+        interval: "20s",
+        timeout: "1s",
+        extra: "[passive]\nconsecutive_failures = 3\nmax_ejected_percent = 34\n",
+        ..Options::default()
+    };
+    let h = Harness::start_with(THREE, opts).await;
+    h.sim("gs-replica-1").kill().await;
+    h.sim("gs-replica-2").kill().await;
+    let started = Instant::now();
+    let mut reads = 0;
+    while h.state("gs-replica-1") == State::Up || h.state("gs-replica-2") == State::Up {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still up after {reads} reads"
+        );
+        let r = h.get(GETMAP).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        reads += 1;
+    }
+    for name in ["gs-replica-1", "gs-replica-2"] {
+        let reason = h.ejection_reason(name);
+        assert!(reason.contains("connection refused"), "{name}: {reason}");
+    }
+}

@@ -433,15 +433,17 @@ impl Cluster {
 
     /// Applies a passive failure report: ejects the node at once, within the passive share.
     pub fn report(&mut self, report: Report) {
-        let Report::Failing {
-            node: id,
-            failures,
-            cause,
-        } = report;
+        let (id, failures, cause) = match report {
+            Report::Failing {
+                node,
+                failures,
+                cause,
+            } => (node, failures, cause),
+            Report::Refused { node } => return self.refused(node),
+        };
         let already = self.members.iter().filter(|m| m.passive).count();
         let total = self.members.len();
         let percent = self.config.passive.max_ejected_percent;
-        let metrics = self.metrics.clone();
         let Some(m) = self.member(id) else { return };
         if m.health.state() != State::Up {
             return;
@@ -461,13 +463,32 @@ impl Cluster {
             );
             return;
         }
+        let reason = match cause {
+            Some(cause) => {
+                format!("{failures} consecutive failures on live traffic, the last: {cause}")
+            }
+            None => format!("{failures} consecutive failures on live traffic"),
+        };
+        self.eject_passively(id, reason);
+    }
+
+    /// A refused connection: nothing listens on the node's port, so it is ejected at once, past
+    /// the passive share (the cap guards against failures that may not be the node's; a refusal
+    /// is the node's host saying so). Its active checks re-admit it. Not when passive ejection is
+    /// off (`passive.consecutive_failures = 0`).
+    fn refused(&mut self, id: u64) {
+        if self.config.passive.consecutive_failures == 0 {
+            return;
+        }
+        self.eject_passively(id, "connection refused: nothing listens on its port".into());
+    }
+
+    /// Takes an up node out of the pool on what live traffic showed; publishes the change.
+    fn eject_passively(&mut self, id: u64, reason: String) {
+        let metrics = self.metrics.clone();
+        let Some(m) = self.member(id) else { return };
+        let node = m.node.clone();
         if let Some(t) = m.health.eject() {
-            let reason = match cause {
-                Some(cause) => {
-                    format!("{failures} consecutive failures on live traffic, the last: {cause}")
-                }
-                None => format!("{failures} consecutive failures on live traffic"),
-            };
             tracing::warn!(node = node.name(), from = %t.from, to = %t.to, reason = %reason, "node ejected (passive)");
             m.passive = true;
             node.failures.store(0, Ordering::Relaxed);

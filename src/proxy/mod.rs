@@ -265,6 +265,8 @@ impl Proxy {
 
         let mut tried: Vec<u64> = Vec::new();
         let mut tried_extra: Vec<u64> = Vec::new();
+        // Reads refused by a node (in `tried`, not counted as retries).
+        let mut refusals = 0u32;
         let mut hedged = false;
         let mut won = None;
         let mut last: Option<Failure> = None;
@@ -448,8 +450,26 @@ impl Proxy {
             // retry?
             let sendable =
                 replay.is_some() || (matches!(failure, Failure::Connect(..)) && body.is_some());
-            let attempts = tried.len() as u32 + 1;
-            if !sendable || attempts > config.retries.max {
+            if !sendable {
+                return self.give_up(failure, (client_host.as_ref(), proto), timeouts);
+            }
+            if route.pool == Pool::Reads
+                && matches!(&failure, Failure::Connect(_, e) if e.is_refused())
+            {
+                // Nothing listens there (a replica scaled away, a node restarting): the node never
+                // saw the request, so trying the next one uses up neither the request's retries
+                // nor the budget. `tried` bounds these to the pool's size.
+                refusals += 1;
+                tracing::debug!(
+                    node = failure.node().name(),
+                    "connection refused: trying another node"
+                );
+                tried.push(failure.node().id);
+                last = Some(failure.let_go());
+                continue;
+            }
+            let attempts = tried.len() as u32 + 1 - refusals;
+            if attempts > config.retries.max {
                 return self.give_up(failure, (client_host.as_ref(), proto), timeouts);
             }
             if !self.budget.withdraw(Instant::now(), &config.retries) {
@@ -511,6 +531,11 @@ impl Proxy {
         let sent_at = tokio::time::Instant::now();
         let sent = await_response(send, upload, headers, idle).await;
         drop(waiting);
+        if let Ok(Err(e)) = &sent {
+            if e.is_refused() {
+                let _ = self.reports.try_send(Report::Refused { node: node.id });
+            }
+        }
         if let Ok(Ok(_)) = &sent {
             // Progress (stall detection) and a latency sample (picking, the class's hedge delay).
             let now = tokio::time::Instant::now();

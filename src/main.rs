@@ -50,9 +50,10 @@ enum Command {
     Healthcheck,
     /// Run one simulated GeoServer node (for trying configs and for the load benchmark).
     Sim {
-        /// The name it gives in its `X-Node` header.
-        #[arg(long, default_value = "gs-sim")]
-        name: String,
+        /// The name it gives in its `X-Node` header (default: the host's name, as Docker sets
+        /// it to the container's id, so scaled replicas tell themselves apart; else `gs-sim`).
+        #[arg(long)]
+        name: Option<String>,
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
     },
@@ -101,7 +102,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo { listen, admin, lag } => block_on(demo(listen, admin, lag)),
-        Command::Sim { name, listen } => block_on(sim(name, listen)),
+        Command::Sim { name, listen } => block_on(sim(name.unwrap_or_else(host_name), listen)),
         Command::Healthcheck => match Config::load(&cli.config) {
             Ok(config) => healthcheck(config.admin.listen),
             Err(e) => {
@@ -215,6 +216,16 @@ async fn run(config: Config, file: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The host's name (`HOSTNAME`, or `/etc/hostname`), or `gs-sim`.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "gs-sim".to_string())
 }
 
 async fn sim(name: String, listen: SocketAddr) -> ExitCode {

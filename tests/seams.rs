@@ -182,6 +182,25 @@ async fn after_a_write_its_client_reads_from_the_master_by_address() {
 }
 
 #[tokio::test]
+async fn a_pinned_client_reads_from_the_replicas_while_there_is_no_master() {
+    let h = Harness::start_with(THREE, consistency("read_your_writes = \"30s\"\n", "")).await;
+    let w = h.write().await;
+    assert_eq!((w.status.as_u16(), w.node()), (200, "gs-master"));
+    assert!(readers(&h, 6, &[]).await.iter().all(|n| n == "gs-master"));
+    // The master goes away (its port closed: the first refusal ejects it; checks are 30 s apart).
+    h.sim("gs-master").kill().await;
+    let _ = h.get(GETMAP).await;
+    h.wait_state("gs-master", State::Down, Duration::from_secs(5))
+        .await;
+    assert_eq!(h.master(), None, "the master pool is empty");
+    // Still pinned, but no master to read the write back from: its reads are served, not 503.
+    let nodes = readers(&h, 12, &[]).await;
+    assert!(nodes.iter().all(|n| n != "gs-master"), "{nodes:?}");
+    let writes = h.write().await;
+    assert_eq!(writes.status, 503, "writes still wait for a master");
+}
+
+#[tokio::test]
 async fn a_failed_write_pins_nobody() {
     let h = Harness::start_with(THREE, quiet_checks()).await;
     h.sim("gs-master").set_mode(Mode::Exception);

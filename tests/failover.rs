@@ -256,3 +256,99 @@ async fn a_node_dying_mid_request_gives_502() {
     })
     .await;
 }
+
+/// Reads one response (head and a `content-length` body) from `s`; `None` when the connection
+/// closed or stayed silent for 5 s before a whole response came.
+async fn read_response(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return Some(head);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A client reusing its connection after a 503 to a write whose body geolb did not read (REST,
+/// routed by its head) must not find it closed under it: either the answer says
+/// `Connection: close`, or the next request on the connection is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_to_an_unread_body_says_whether_the_connection_stays() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start(THREE).await;
+    h.sim("gs-master").set_mode(Mode::Fail);
+    h.wait_state("gs-master", State::Down, Duration::from_secs(5))
+        .await;
+    for size in [20, 100_000] {
+        let body = "x".repeat(size);
+        let post = format!(
+            "POST /geoserver/rest/workspaces HTTP/1.1\r\nhost: lb\r\ncontent-type: text/xml\r\n\
+             content-length: {size}\r\n\r\n{body}"
+        );
+        let mut s = tokio::net::TcpStream::connect(h.proxy()).await.unwrap();
+        // Written from another task: the client may still be sending when the answer comes.
+        let (rd, mut wr) = s.into_split();
+        let first = post.clone();
+        let writer = tokio::spawn(async move {
+            let _ = wr.write_all(first.as_bytes()).await;
+            wr
+        });
+        s = {
+            let wr = writer.await.unwrap();
+            rd.reunite(wr).unwrap()
+        };
+        let head = read_response(&mut s)
+            .await
+            .expect("an answer to the first write");
+        assert!(head.starts_with("http/1.1 503"), "{size} B: {head}");
+        if head.contains("connection: close") {
+            continue;
+        }
+        let second = match s.write_all(post.as_bytes()).await {
+            Ok(()) => read_response(&mut s).await,
+            Err(e) => Some(format!("a failed write: {e}")),
+        };
+        assert!(
+            second
+                .as_deref()
+                .is_some_and(|h| h.starts_with("http/1.1 503")),
+            "{size} B body: the connection was kept open after the first 503 ({head:?}, no \
+             `Connection: close`), but the second write got {second:?}"
+        );
+    }
+    // A write the master reads and answers keeps its connection: the close above is only for
+    // bodies that did not end.
+    h.sim("gs-master").set_mode(Mode::Healthy);
+    h.wait_state("gs-master", State::Up, Duration::from_secs(10))
+        .await;
+    let body = "x".repeat(100_000);
+    let post = format!(
+        "POST /geoserver/rest/workspaces HTTP/1.1\r\nhost: lb\r\ncontent-type: text/xml\r\n\
+         content-length: 100000\r\n\r\n{body}"
+    );
+    let mut s = tokio::net::TcpStream::connect(h.proxy()).await.unwrap();
+    for round in 0..2 {
+        s.write_all(post.as_bytes()).await.unwrap();
+        let head = read_response(&mut s).await;
+        let head = head.unwrap_or_else(|| panic!("write {round}: no answer"));
+        assert!(head.starts_with("http/1.1 2"), "write {round}: {head}");
+        assert!(!head.contains("connection: close"), "write {round}: {head}");
+    }
+}

@@ -11,7 +11,7 @@ mod pin;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,7 +37,7 @@ use crate::metrics::{Extra, ExtraResult, Metrics};
 use crate::record::{request_id, Record, Recorder};
 
 use crate::body::{
-    await_response, BodyError, ForwardBody, IdleTimer, Lent, LentBody, Stall, Upload,
+    await_response, BodyError, ForwardBody, IdleTimer, Lent, LentBody, Received, Stall, Upload,
 };
 use crate::response::{Done, ResponseBody};
 use crate::upstream::{self, Conn};
@@ -149,7 +149,8 @@ impl Proxy {
             retries: 0,
             request_id: Some(id.clone()),
         };
-        let mut received = None;
+        let mut received: Option<Arc<Received>> = None;
+        let http1 = req.version() <= Version::HTTP_11;
         // The routing state and configuration in force when the request came, for all of it: a
         // reload or a health change applies to the next one (a wait for a slot looks again).
         let snapshot = self.cluster.load_full();
@@ -173,6 +174,15 @@ impl Proxy {
             ))
         });
         response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+        if http1 && received.as_ref().is_some_and(|r| !r.ended()) {
+            // The answer goes out before the client's body ended (geolb refused the request, or
+            // the node answered early): hyper drops the rest, which it can only do by closing the
+            // connection once the answer is out. Say so, lest the client send its next request
+            // into a closed connection.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         record.status = response.status().as_u16();
         let done = Done {
             record,
@@ -190,7 +200,7 @@ impl Proxy {
         snapshot: &Snapshot,
         (peer, secure, started): (&Peer, bool, Instant),
         record: &mut Record,
-        received: &mut Option<Arc<AtomicU64>>,
+        received: &mut Option<Arc<Received>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let config = &snapshot.config;
@@ -237,7 +247,7 @@ impl Proxy {
         let streaming = !rest.is_end_stream();
         let mut forward_body = ForwardBody::new(frames, Some(rest), timeouts.idle.0, max_body);
         if streaming {
-            let counter = Arc::new(AtomicU64::new(0));
+            let counter = Arc::new(Received::default());
             *received = Some(counter.clone());
             forward_body = forward_body.counting(counter);
         }
@@ -533,10 +543,10 @@ impl Proxy {
         drop(waiting);
         if let Ok(Err(e)) = &sent {
             if e.is_refused() {
+                // Nothing listens there: the cluster task ejects it at once.
                 let _ = self.reports.try_send(Report::Refused { node: node.id });
             }
-        }
-        if let Ok(Ok(_)) = &sent {
+        } else if let Ok(Ok(_)) = &sent {
             // Progress (stall detection) and a latency sample (picking, the class's hedge delay).
             let now = tokio::time::Instant::now();
             let ttfb = now - sent_at;

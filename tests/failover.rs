@@ -352,3 +352,98 @@ async fn a_503_to_an_unread_body_says_whether_the_connection_stays() {
         assert!(!head.contains("connection: close"), "write {round}: {head}");
     }
 }
+
+/// Takes `addr` over (its node killed first) with a listener whose accept queue is full and
+/// never drained: the kernel drops every further SYN, so a connection to it can no longer be
+/// opened and each try lasts the whole connect timeout, like a stopped container's address
+/// that nothing answers any more. Keep what it returns for as long as the address must stay
+/// silent.
+async fn silence(
+    addr: std::net::SocketAddr,
+) -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let mut fillers = Vec::new();
+    loop {
+        let connect = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(Duration::from_millis(300), connect).await {
+            Ok(Ok(filler)) => fillers.push(filler),
+            Ok(Err(e)) => panic!("filling {addr}'s accept queue: {e}"),
+            Err(_) => return (listener, fillers),
+        }
+        assert!(fillers.len() < 16, "{addr}'s accept queue never filled");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_master_gone_silent_gets_the_empty_master_pool_503_once_it_is_ejected() {
+    // The compose suite's `docker stop` of the master: the write in flight found no connection
+    // to open, and its retry went on picking the master the request had started with, again
+    // and again, long after the checks had ejected it.
+    let h = Harness::start_with(
+        THREE,
+        Options {
+            extra: "[timeouts]\nconnect = \"1s\"\n",
+            ..Options::default()
+        },
+    )
+    .await;
+    let master = h.sim("gs-master");
+    let addr = master.addr();
+    master.kill().await;
+    let _silent = silence(addr).await;
+    let began = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), h.write())
+        .await
+        .expect("the write is answered, not retried for ever");
+    assert_eq!(h.state("gs-master"), State::Down, "the checks ejected it");
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.text(), "no healthy master: writes are unavailable\n");
+    // A connect timeout or two, then a retry sees the master pool as it is now (three attempts
+    // would have ended in a 502).
+    assert!(
+        began.elapsed() < Duration::from_millis(3500),
+        "answered after {:?}",
+        began.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_an_unreachable_master_is_retried_at_most_retries_max_times() {
+    // The master stays elected (no check runs in the test's time, passive ejection is off): each
+    // attempt is one connect timeout, and there are `retries.max` retries, not more.
+    let h = Harness::start_with(
+        THREE,
+        Options {
+            interval: "60s",
+            extra: "[timeouts]\nconnect = \"300ms\"\n[passive]\nconsecutive_failures = 0\n\
+                    [retries]\nmax = 2\n",
+            ..Options::default()
+        },
+    )
+    .await;
+    let master = h.sim("gs-master");
+    let addr = master.addr();
+    master.kill().await;
+    let _silent = silence(addr).await;
+    let began = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), h.write())
+        .await
+        .expect("the write is answered, not retried for ever");
+    let took = began.elapsed();
+    assert_eq!(h.state("gs-master"), State::Up, "still elected");
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert!(r.text().contains("gs-master"), "{}", r.text());
+    let scrape = h.scrape().await;
+    let retries = scrape
+        .lines()
+        .find(|l| l.starts_with("geolb_retries_total{pool=\"master\"}"))
+        .unwrap_or_else(|| panic!("no master retries counter in\n{scrape}"));
+    assert!(retries.ends_with(" 2"), "2 retries: {retries}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2000),
+        "3 attempts of 300 ms, answered after {took:?}"
+    );
+}

@@ -277,33 +277,47 @@ impl Proxy {
         let mut tried_extra: Vec<u64> = Vec::new();
         // Reads refused by a node (in `tried`, not counted as retries).
         let mut refusals = 0u32;
+        // Failed attempts on the master: always the elected one, so never in `tried`.
+        let mut master_failures = 0u32;
         let mut hedged = false;
         let mut won = None;
         let mut last: Option<Failure> = None;
         loop {
-            // pick
-            let (mut node, mut slot) = match self.acquire(snapshot, route.pool, &tried).await {
+            // pick: a retry from the cluster as it is now, for the failed attempt may have had
+            // its node ejected (a master that went away is not tried again and again).
+            let granted = match last {
+                None => self.acquire(snapshot, route.pool, &tried).await,
+                Some(_) => {
+                    let now = self.cluster.load_full();
+                    self.acquire(&now, route.pool, &tried).await
+                }
+            };
+            let (mut node, mut slot) = match granted {
                 Ok((node, slot, waited)) => {
                     record.queued += waited;
                     (node, slot)
                 }
                 Err(err) => {
                     return match last {
+                        // The master could not be reached and has left the pool since: the
+                        // request never reached it, and writes are unavailable.
+                        Some(Failure::Connect(..)) if matches!(err, ProxyError::NoMaster) => {
+                            Err(err)
+                        }
                         Some(failure)
                             if matches!(err, ProxyError::NoReader | ProxyError::NoMaster) =>
                         {
                             self.give_up(failure, (client_host.as_ref(), proto), timeouts)
                         }
                         _ => Err(err),
-                    }
+                    };
                 }
             };
             // The failed attempt let go of its node before this one started.
             debug_assert!(!matches!(last, Some(Failure::Status(..))));
 
             record.node = Some(node.label.clone());
-            record.retries =
-                tried.len() as u32 + u32::from(last.is_some() && route.pool == Pool::Master);
+            record.retries = tried.len() as u32 + master_failures;
 
             // forward
             let upload = (!body_ended).then(Upload::new);
@@ -478,7 +492,13 @@ impl Proxy {
                 last = Some(failure.let_go());
                 continue;
             }
-            let attempts = tried.len() as u32 + 1 - refusals;
+            let attempts = match route.pool {
+                Pool::Reads => tried.len() as u32 + 1 - refusals,
+                Pool::Master => {
+                    master_failures += 1;
+                    master_failures
+                }
+            };
             if attempts > config.retries.max {
                 return self.give_up(failure, (client_host.as_ref(), proto), timeouts);
             }

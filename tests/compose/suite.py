@@ -25,6 +25,7 @@ Scenarios (each checks what the issue asks and prints its timings):
      the 503 naming the empty master pool; the master started, writes resume on it.
 
   python3 tests/compose/suite.py            # the image `geolb` must exist (see .ci/check-compose)
+  python3 tests/compose/suite.py fixed      # one file's scenarios only (`scale`: 1 to 5)
 
 Without a Docker engine it skips (exit 0) with a message, unless GEOLB_COMPOSE_REQUIRED=1 (CI),
 where it fails. Exit 1 when a check fails; every failed check is listed at the end.
@@ -95,6 +96,24 @@ class Compose:
 
     def __call__(self, *args, timeout=180):
         return sh(*self.base, *args, timeout=timeout)
+
+    def dump_logs_if_failed(self, failed_before, *services):
+        """The services' last log lines, when a check failed since `failed_before` (a CI run
+        leaves nothing else to read)."""
+        if len(failures) == failed_before:
+            return
+        for service in services:
+            r = subprocess.run([*self.base, "logs", "--no-color", service],
+                               capture_output=True, text=True, timeout=60)
+            saved = os.path.join(tempfile.gettempdir(), f"geolb-compose-{service}.log")
+            with open(saved, "w") as f:
+                f.write(r.stdout + r.stderr)
+            # Answered reads are the bulk of an access log, and rarely the story.
+            lines = [l for l in (r.stdout + r.stderr).splitlines()
+                     if not ('" reads ' in l and " 200 in=" in l)]
+            print(f"--- docker-compose logs {service}, but answered reads (last 100 lines; "
+                  f"all in {saved}) ---",
+                  *lines[-100:], sep="\n", flush=True)
 
     def ids(self, service):
         return [i[:12] for i in self("ps", "-q", service).split()]
@@ -227,6 +246,11 @@ class Load:
         log(f"load  {label}: reads {len(reads)} ({len(fr)} failed), writes {len(writes)} ({len(fw)} failed)")
         for s in (fr + fw)[:5]:
             log(f"      failed {s[2]} at +{s[0] - t0:.1f} s after {s[1] - s[0]:.2f} s: {s[5]}")
+        for kind, samples in (("read", reads), ("write", writes)):
+            slow = max(samples, key=lambda s: s[1] - s[0], default=None)
+            if slow and slow[1] - slow[0] > 1:
+                log(f"      slowest {kind} at +{slow[0] - t0:.1f} s took {slow[1] - slow[0]:.2f} s: "
+                    f"{slow[5]} from {slow[4] or '-'}")
         return fr, fw
 
 
@@ -259,6 +283,7 @@ def tiles_nodes(n=12):
 def scale_file(conf):
     c = Compose("docker-compose.scale.yml", "scale.override.yml")
     c("down", "-v", "-t", "2")
+    failed_before = len(failures)
 
     # 1. up --scale geoserver=3
     log("scenario 1: up --scale geoserver=3")
@@ -330,10 +355,12 @@ def scale_file(conf):
     pid = container(dropped, "{{.State.Pid}}")
     t0 = time.monotonic()
     sh("docker", "kill", killed)
+    cuts = {killed: time.monotonic()}
     for chain in ("INPUT", "OUTPUT"):
         sh("nsenter", "-t", pid, "-n", "iptables", "-A", chain, "-j", "DROP")
-    cut = time.monotonic()
+    cuts[dropped] = time.monotonic()
     for r, how in ((killed, "killed"), (dropped, "dropping packets")):
+        cut = cuts[r]
         name = node_name(ips[r])
         gone = wait_for(f"{how} replica {r} leaves the pool", LEAVE_BOUND + 10,
                         lambda name=name: name not in up_nodes() and time.monotonic())
@@ -420,12 +447,14 @@ def scale_file(conf):
     fr, fw = load.summary(t0, "scenario 5 (HUP)")
     check(not fr and not fw, "scenario 5: 0 failed requests across the HUP reload")
     load.stop()
+    c.dump_logs_if_failed(failed_before, "lb")
     c("down", "-v", "-t", "5")
 
 
 def fixed_file():
     c = Compose("docker-compose.yml", "fixed.override.yml")
     c("down", "-v", "-t", "2")
+    failed_before = len(failures)
     log("scenario 6: the fixed master + slave file, the master stopped and started")
     c("up", "-d", "--no-build")
     wait_for("master and slave up", 30, lambda: up_nodes() == {"geoserver-master", "geoserver-slave"})
@@ -467,6 +496,7 @@ def fixed_file():
     check(not stray, f"scenario 6: the {len(fw)} failed writes are all 503s of the outage "
           f"(other: {[(round(s[1] - t0, 1), s[5]) for s in stray[:3]]})")
     load.stop()
+    c.dump_logs_if_failed(failed_before, "lb", "geoserver-master")
     c("down", "-v", "-t", "5")
 
 
@@ -489,9 +519,13 @@ def main():
     os.chmod(conf, 0o755)
     write_config(conf, "")
     os.environ["GEOLB_SUITE_CONF"] = conf
+    # `suite.py fixed` (or `scale`) runs one file's scenarios only, for a developer.
+    which = sys.argv[1:] or ["scale", "fixed"]
     try:
-        scale_file(conf)
-        fixed_file()
+        if "scale" in which:
+            scale_file(conf)
+        if "fixed" in which:
+            fixed_file()
     except Exception as e:  # a scenario that could not run is a failure, with what broke
         check(False, f"the suite ran to its end ({type(e).__name__}: {e})")
     finally:

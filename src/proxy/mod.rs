@@ -152,7 +152,8 @@ impl Proxy {
         let mut received: Option<Arc<Received>> = None;
         let http1 = req.version() <= Version::HTTP_11;
         // The routing state and configuration in force when the request came, for all of it: a
-        // reload or a health change applies to the next one (a wait for a slot looks again).
+        // reload or a health change applies to the next one (a wait for a slot and a retry look
+        // again at the nodes).
         let snapshot = self.cluster.load_full();
         let config = &snapshot.config;
         let result = if let Some(why) = refused {

@@ -377,36 +377,40 @@ async fn silence(
     }
 }
 
+/// A cluster of [`THREE`] with `opts`, its master's address then [`silence`]d: a write, its
+/// answer and how long it took (the cluster is kept for a look at its state, the address silent).
+async fn write_to_a_silent_master(opts: Options) -> (Harness, Reply, Duration, impl Sized) {
+    let h = Harness::start_with(THREE, opts).await;
+    let master = h.sim("gs-master");
+    let addr = master.addr();
+    master.kill().await;
+    let silent = silence(addr).await;
+    let began = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), h.write())
+        .await
+        .expect("the write is answered, not retried for ever");
+    let took = began.elapsed();
+    (h, r, took, silent)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_to_a_master_gone_silent_gets_the_empty_master_pool_503_once_it_is_ejected() {
     // The compose suite's `docker stop` of the master: the write in flight found no connection
     // to open, and its retry went on picking the master the request had started with, again
     // and again, long after the checks had ejected it.
-    let h = Harness::start_with(
-        THREE,
-        Options {
-            extra: "[timeouts]\nconnect = \"1s\"\n",
-            ..Options::default()
-        },
-    )
-    .await;
-    let master = h.sim("gs-master");
-    let addr = master.addr();
-    master.kill().await;
-    let _silent = silence(addr).await;
-    let began = Instant::now();
-    let r = tokio::time::timeout(Duration::from_secs(10), h.write())
-        .await
-        .expect("the write is answered, not retried for ever");
+    let opts = Options {
+        extra: "[timeouts]\nconnect = \"1s\"\n",
+        ..Options::default()
+    };
+    let (h, r, took, _silent) = write_to_a_silent_master(opts).await;
     assert_eq!(h.state("gs-master"), State::Down, "the checks ejected it");
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.text(), "no healthy master: writes are unavailable\n");
     // A connect timeout or two, then a retry sees the master pool as it is now (three attempts
     // would have ended in a 502).
     assert!(
-        began.elapsed() < Duration::from_millis(3500),
-        "answered after {:?}",
-        began.elapsed()
+        took < Duration::from_millis(3500),
+        "answered after {took:?}"
     );
 }
 
@@ -414,25 +418,13 @@ async fn a_write_to_a_master_gone_silent_gets_the_empty_master_pool_503_once_it_
 async fn a_write_to_an_unreachable_master_is_retried_at_most_retries_max_times() {
     // The master stays elected (no check runs in the test's time, passive ejection is off): each
     // attempt is one connect timeout, and there are `retries.max` retries, not more.
-    let h = Harness::start_with(
-        THREE,
-        Options {
-            interval: "60s",
-            extra: "[timeouts]\nconnect = \"300ms\"\n[passive]\nconsecutive_failures = 0\n\
-                    [retries]\nmax = 2\n",
-            ..Options::default()
-        },
-    )
-    .await;
-    let master = h.sim("gs-master");
-    let addr = master.addr();
-    master.kill().await;
-    let _silent = silence(addr).await;
-    let began = Instant::now();
-    let r = tokio::time::timeout(Duration::from_secs(10), h.write())
-        .await
-        .expect("the write is answered, not retried for ever");
-    let took = began.elapsed();
+    let opts = Options {
+        interval: "60s",
+        extra: "[timeouts]\nconnect = \"300ms\"\n[passive]\nconsecutive_failures = 0\n\
+                [retries]\nmax = 2\n",
+        ..Options::default()
+    };
+    let (h, r, took, _silent) = write_to_a_silent_master(opts).await;
     assert_eq!(h.state("gs-master"), State::Up, "still elected");
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     assert!(r.text().contains("gs-master"), "{}", r.text());

@@ -236,7 +236,8 @@ async fn sim(name: String, listen: SocketAddr) -> ExitCode {
         Ok(node) => {
             println!("simulated GeoServer node {name} on {}", node.url());
             signals.stop().await;
-            node.kill().await;
+            // Like Tomcat on SIGTERM: requests in progress finish (within docker's 10 s).
+            node.stop(std::time::Duration::from_secs(5)).await;
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -65,6 +65,27 @@ impl Error {
     pub fn is_refused(&self) -> bool {
         matches!(self, Error::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused)
     }
+
+    /// Nothing is there: the host refused the port, or the node's name does not resolve (a
+    /// stopped container leaves Docker's DNS at once). A definite answer, unlike a timeout or a
+    /// resolver that could not be asked (`Temporary failure in name resolution`).
+    pub fn is_gone(&self) -> bool {
+        self.is_refused() || matches!(self, Error::Connect(e) if is_unknown_name(e))
+    }
+}
+
+/// A lookup that found no such name (`EAI_NONAME`, `EAI_NODATA`): the standard library gives
+/// only the resolver's message, glibc's or musl's.
+fn is_unknown_name(e: &io::Error) -> bool {
+    let text = e.to_string();
+    text.starts_with("failed to lookup address information")
+        && [
+            "Name or service not known",
+            "No address associated with hostname",
+            "Name does not resolve",
+        ]
+        .iter()
+        .any(|why| text.contains(why))
 }
 
 /// How geolb speaks TLS to `https://` nodes (`forwarding.ca_bundle`, `client_cert`…).
@@ -264,6 +285,11 @@ pub struct Dest<'a> {
     /// Set for `https://` nodes.
     pub tls: Option<&'a NodeTls>,
     pub connect_timeout: Duration,
+    /// On a new connection, never a pooled one: for a write, which geolb never sends twice. A
+    /// pooled connection may be the one the node is closing as idle (a keep-alive timeout, a
+    /// graceful stop) just as the request goes out: the request is lost unanswered and cannot
+    /// be sent again (RFC 9112 §9.3.1). A new connection is not one the node closes as idle.
+    pub fresh: bool,
 }
 
 impl Default for Pool {
@@ -347,7 +373,8 @@ impl Pool {
         mut request: Request<LentBody>,
     ) -> Result<(Response<Incoming>, Conn), Error> {
         loop {
-            let mut conn = match self.checkout() {
+            let pooled = if dest.fresh { None } else { self.checkout() };
+            let mut conn = match pooled {
                 Some(conn) => conn,
                 // Boxed: the connect and TLS handshake futures are large, and rarely needed.
                 None => Box::pin(Conn::connect(dest)).await?,
@@ -374,5 +401,30 @@ impl Pool {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(why: &str) -> Error {
+        Error::Connect(io::Error::other(format!(
+            "failed to lookup address information: {why}"
+        )))
+    }
+
+    // The lookup failure's text as the standard library words it (as seen in geolb's log when
+    // Docker dropped a stopped container's name).
+    #[test]
+    fn a_refusal_or_an_unknown_name_is_gone_a_timeout_or_a_resolver_outage_is_not() {
+        let refused = Error::Connect(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(refused.is_gone());
+        assert!(lookup("Name or service not known").is_gone());
+        assert!(lookup("Name does not resolve").is_gone());
+        assert!(!lookup("Temporary failure in name resolution").is_gone());
+        assert!(!Error::ConnectTimeout(Duration::from_secs(5)).is_gone());
+        let reset = Error::Connect(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(!reset.is_gone());
     }
 }

@@ -439,3 +439,24 @@ async fn a_write_to_an_unreachable_master_is_retried_at_most_retries_max_times()
         "3 attempts of 300 ms, answered after {took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_master_that_refuses_gets_the_empty_master_pool_503_not_the_refusal() {
+    // Nothing listens on the master's port any more, and nothing ejects it in the test's time
+    // (checks 60 s apart, passive ejection off): the write is not sent to the same refusal
+    // again and again, and gets the 503 a write gets once the master has left the pool.
+    let h = Harness::start_with(
+        THREE,
+        Options {
+            interval: "60s",
+            extra: "[passive]\nconsecutive_failures = 0\n",
+            ..Options::default()
+        },
+    )
+    .await;
+    h.sim("gs-master").kill().await;
+    let r = h.write().await;
+    assert_eq!(h.state("gs-master"), State::Up, "still elected");
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.text(), "no healthy master: writes are unavailable\n");
+}

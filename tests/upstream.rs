@@ -221,3 +221,50 @@ async fn idle_connections_are_closed_after_the_pool_idle_timeout() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_write_goes_on_a_new_connection_reads_on_kept_alive_ones() {
+    // A pooled connection may be the one the node is closing as idle just as a write goes out
+    // on it: lost unanswered, and never sent twice. Writes open their own connection, which
+    // then joins the pool for reads. Checks are rare here: none opens a connection meanwhile.
+    let node = RawNode::start(None).await;
+    let geolb = geolb_in_front_of(&node, "60s", "").await;
+    let proxy = geolb.http[0];
+    let accepted = || node.accepted.load(Ordering::Relaxed);
+    let before = accepted();
+    for _ in 0..5 {
+        let answer = get(proxy, "maps.example.org").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let after_reads = accepted();
+    assert!(
+        after_reads - before <= 1,
+        "5 reads, {} connections",
+        after_reads - before
+    );
+    let body = "<workspace><name>w</name></workspace>";
+    for _ in 0..5 {
+        let write = format!(
+            "POST /geoserver/rest/workspaces HTTP/1.1\r\nHost: maps.example.org\r\n\
+             Content-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = raw(proxy, write.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let after_writes = accepted();
+    assert_eq!(
+        after_writes - after_reads,
+        5,
+        "each write on a connection of its own"
+    );
+    for _ in 0..5 {
+        let answer = get(proxy, "maps.example.org").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    assert_eq!(
+        accepted(),
+        after_writes,
+        "reads reuse the pooled connections"
+    );
+}

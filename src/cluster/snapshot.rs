@@ -53,9 +53,10 @@ impl Snapshot {
     pub fn acquire(&self, pool: Pool, tried: &[u64], rng: &mut fastrand::Rng) -> Acquire {
         let max = self.config.limits.max_requests;
         let position = match pool {
+            // A master this request found gone is not tried again: only another one elected since.
             Pool::Master => match self.master {
-                Some(i) => i,
-                None => return Acquire::Empty,
+                Some(i) if !tried.contains(&self.nodes[i].id) => i,
+                _ => return Acquire::Empty,
             },
             Pool::Reads => {
                 let readers = &self.readers;

@@ -278,7 +278,7 @@ impl Proxy {
         let mut tried_extra: Vec<u64> = Vec::new();
         // Reads refused by a node (in `tried`, not counted as retries).
         let mut refusals = 0u32;
-        // Failed attempts on the master: always the elected one, so never in `tried`.
+        // Failed attempts on the master (a master is in `tried` only once found gone).
         let mut master_failures = 0u32;
         let mut hedged = false;
         let mut won = None;
@@ -300,8 +300,8 @@ impl Proxy {
                 }
                 Err(err) => {
                     return match last {
-                        // The master could not be reached and has left the pool since: the
-                        // request never reached it, and writes are unavailable.
+                        // The master could not be reached and has left the pool since, or is
+                        // gone: the request never reached it, and writes are unavailable.
                         Some(Failure::Connect(..)) if matches!(err, ProxyError::NoMaster) => {
                             Err(err)
                         }
@@ -318,7 +318,10 @@ impl Proxy {
             debug_assert!(!matches!(last, Some(Failure::Status(..))));
 
             record.node = Some(node.label.clone());
-            record.retries = tried.len() as u32 + master_failures;
+            record.retries = match route.pool {
+                Pool::Reads => tried.len() as u32,
+                Pool::Master => master_failures,
+            };
 
             // forward
             let upload = (!body_ended).then(Upload::new);
@@ -357,7 +360,7 @@ impl Proxy {
                     &parts,
                     attempt_body,
                     upload.as_deref(),
-                    (timeouts, class),
+                    (timeouts, class, replay.is_none()),
                 );
                 match hedge {
                     None => first.await,
@@ -496,6 +499,12 @@ impl Proxy {
             let attempts = match route.pool {
                 Pool::Reads => tried.len() as u32 + 1 - refusals,
                 Pool::Master => {
+                    if matches!(&failure, Failure::Connect(_, e) if e.is_gone()) {
+                        // Nothing is there (refused, or its name no longer resolves): the retry
+                        // goes to another master if one is elected by then, else the write gets
+                        // the empty master pool's 503, not the same refusal three times.
+                        tried.push(failure.node().id);
+                    }
                     master_failures += 1;
                     master_failures
                 }
@@ -530,7 +539,8 @@ impl Proxy {
     }
 
     /// One attempt: the request sent to `node`, until its response head, a failure, or a stall
-    /// (`class`: the request class its time to first byte is a sample of, for reads).
+    /// (`class`: the request class its time to first byte is a sample of, for reads; `once`: a
+    /// request geolb cannot send again, see [`upstream::Dest::fresh`]).
     async fn send(
         &self,
         snapshot: &Snapshot,
@@ -538,7 +548,7 @@ impl Proxy {
         parts: &http::request::Parts,
         body: LentBody,
         upload: Option<&Upload>,
-        (timeouts, class): (ClassTimeouts, Option<Class>),
+        (timeouts, class, once): (ClassTimeouts, Option<Class>, bool),
     ) -> Sent {
         let mut request = Request::new(body);
         *request.method_mut() = parts.method.clone();
@@ -555,6 +565,7 @@ impl Proxy {
             authority: node.authority(),
             tls: node.spec.tls.then_some(&snapshot.node_tls),
             connect_timeout: snapshot.config.timeouts.connect.0,
+            fresh: once && !parts.method.is_idempotent(),
         };
         let send = std::pin::pin!(node.upstream.send(&dest, request));
         let (headers, idle) = (timeouts.headers.0, timeouts.idle.0);

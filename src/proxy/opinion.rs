@@ -254,7 +254,7 @@ impl Proxy {
             ask.parts,
             body,
             upload.as_deref(),
-            (ask.timeouts, class),
+            (ask.timeouts, class, false),
         )
         .await
     }

@@ -176,6 +176,8 @@ impl Shared {
 /// A running accept loop: flipping `stop` makes it close the listener and every connection.
 struct Running {
     stop: watch::Sender<bool>,
+    /// Set for a graceful stop: listening ends, connections close once their request is done.
+    drain: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -400,6 +402,19 @@ impl SimNode {
         }
     }
 
+    /// Stops as a servlet container asked to (SIGTERM, `docker stop`): stops listening, closes
+    /// idle connections, lets requests in progress finish, each connection closing after its
+    /// answer; after `grace`, closes what is left like [`kill`](Self::kill).
+    pub async fn stop(&self, grace: Duration) {
+        if let Some(mut run) = self.running.lock().await.take() {
+            let _ = run.drain.send(true);
+            if tokio::time::timeout(grace, &mut run.task).await.is_err() {
+                let _ = run.stop.send(true);
+                let _ = run.task.await;
+            }
+        }
+    }
+
     /// Binds the same address again and serves (mode is left as it was). Errors if still
     /// running; retries for about a second while the port is still in use.
     pub async fn restart(&self) -> io::Result<()> {
@@ -422,16 +437,19 @@ impl SimNode {
 
 /// Spawns the accept loop; every connection runs in a `JoinSet` owned by that loop, and
 /// every request races the stop signal (h2 runs requests on their own tasks), frozen or not:
-/// killing a frozen node works, like SIGKILL on a stopped process.
+/// killing a frozen node works, like SIGKILL on a stopped process. The drain signal (a graceful
+/// stop) lets them finish.
 fn spawn_server(listener: TcpListener, shared: Arc<Shared>) -> Running {
     let (stop, stop_rx) = watch::channel(false);
+    let (drain, drain_rx) = watch::channel(false);
     let builder = Arc::new(Builder::new(TokioExecutor::new()));
-    let mut loop_stop = stop_rx.clone();
+    let (mut loop_stop, mut loop_drain) = (stop_rx.clone(), drain_rx.clone());
     let task = tokio::spawn(async move {
         let mut conns = JoinSet::new();
-        loop {
+        let draining = loop {
             let (stream, _) = tokio::select! {
-                () = stopped(&mut loop_stop) => break,
+                () = stopped(&mut loop_stop) => break false,
+                () = stopped(&mut loop_drain) => break true,
                 Some(_) = conns.join_next(), if !conns.is_empty() => continue,
                 accepted = accept_thawed(&listener, &shared.freeze) => match accepted {
                     Ok(accepted) => accepted,
@@ -452,15 +470,33 @@ fn spawn_server(listener: TcpListener, shared: Arc<Shared>) -> Running {
                     }
                 }
             });
+            let mut drain = drain_rx.clone();
             conns.spawn(async move {
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let _ = conn.await;
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = stopped(&mut drain) => {
+                        // Closed at once if idle, else once the answer in progress is out.
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
             });
-        }
+        };
         drop(listener);
+        if draining {
+            // Until the last connection closes, or a kill.
+            loop {
+                tokio::select! {
+                    next = conns.join_next() => if next.is_none() { break },
+                    () = stopped(&mut loop_stop) => break,
+                }
+            }
+        }
         conns.shutdown().await;
     });
-    Running { stop, task }
+    Running { stop, drain, task }
 }
 
 /// The next connection from the backlog, taken only while the node is not frozen: a frozen node

@@ -142,6 +142,48 @@ async fn kill_drops_connections_and_restart_reopens_the_port() {
 }
 
 #[tokio::test]
+async fn a_graceful_stop_finishes_requests_in_progress_closes_idle_connections_and_stops_listening()
+{
+    let t = setup().await;
+    // An idle kept-alive connection, and a request in progress (a slow read) on another.
+    let mut idle = connection(t.node.addr()).await;
+    let (parts, _) = get_on(&mut idle, "/geoserver/wms?request=GetMap", |r| r).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    t.node.set_delay(Duration::from_millis(400));
+    let slow = Request::get(format!("{}/wms?request=GetMap", t.node.url()));
+    let slow = tokio::spawn(
+        t.client
+            .request(slow.body(Full::default()).expect("request")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.node.hits() < 2 {
+        assert!(Instant::now() < deadline, "the slow request never arrived");
+        tokio::task::yield_now().await;
+    }
+    let began = Instant::now();
+    t.node.stop(Duration::from_secs(5)).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), slow).await;
+    let answer = answer
+        .expect("answered")
+        .expect("task")
+        .expect("a response");
+    assert_eq!(
+        answer.status(),
+        StatusCode::OK,
+        "the request in progress finished"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "no waiting out the grace"
+    );
+    assert!(
+        idle.ready().await.is_err(),
+        "the idle connection was closed"
+    );
+    assert!(tokio::net::TcpStream::connect(t.node.addr()).await.is_err());
+}
+
+#[tokio::test]
 async fn probes_hits_and_writes_are_counted_apart() {
     let t = setup().await;
     let probe = Request::get(format!("{}/wms?request=GetCapabilities", t.node.url()));

@@ -98,8 +98,8 @@ class Compose:
         return sh(*self.base, *args, timeout=timeout)
 
     def dump_logs_if_failed(self, failed_before, *services):
-        """The services' last log lines, when a check failed since `failed_before` (a CI run
-        leaves nothing else to read)."""
+        """The services' logs, when a check failed since `failed_before` (a CI run leaves
+        nothing else to read): the last 100 lines but answered reads printed, all kept in /tmp."""
         if len(failures) == failed_before:
             return
         for service in services:
@@ -501,6 +501,12 @@ def fixed_file():
 
 
 def main():
+    # `suite.py fixed` (or `scale`) runs one file's scenarios only, for a developer.
+    which = sys.argv[1:] or ["scale", "fixed"]
+    unknown = [w for w in which if w not in ("scale", "fixed")]
+    if unknown:
+        print(f"compose suite: unknown scenario set {unknown}: `scale` or `fixed`", file=sys.stderr)
+        return 2
     required = os.environ.get("GEOLB_COMPOSE_REQUIRED") == "1"
     missing = [t for t in ("docker", "docker-compose", "nsenter", "iptables") if shutil.which(t) is None]
     engine = not missing and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
@@ -519,8 +525,6 @@ def main():
     os.chmod(conf, 0o755)
     write_config(conf, "")
     os.environ["GEOLB_SUITE_CONF"] = conf
-    # `suite.py fixed` (or `scale`) runs one file's scenarios only, for a developer.
-    which = sys.argv[1:] or ["scale", "fixed"]
     try:
         if "scale" in which:
             scale_file(conf)

@@ -288,8 +288,10 @@ impl Proxy {
             // its node ejected (a master that went away is not tried again and again).
             let granted = match last {
                 None => self.acquire(snapshot, route.pool, &tried).await,
-                // Boxed, like the other rare paths: its state stays off every request's future.
-                Some(_) => Box::pin(self.acquire_now(route.pool, &tried)).await,
+                Some(_) => {
+                    let now = self.cluster.load_full();
+                    self.acquire(&now, route.pool, &tried).await
+                }
             };
             let (mut node, mut slot) = match granted {
                 Ok((node, slot, waited)) => {
@@ -638,12 +640,6 @@ impl Proxy {
         }
         // Every eligible node is busy: wait (boxed, a rare and large future).
         Box::pin(self.wait_for_slot(snapshot, pool, tried, rng)).await
-    }
-
-    /// [`acquire`](Self::acquire) from the cluster as it is now.
-    async fn acquire_now(&self, pool: Pool, tried: &[u64]) -> Result<Granted, ProxyError> {
-        let now = self.cluster.load_full();
-        self.acquire(&now, pool, tried).await
     }
 
     /// Waits in `pool`'s queue for a slot, within `limits.queue_timeout`.
